@@ -1,0 +1,39 @@
+# Two entry points, both self-contained on a fresh machine with python3 (3.11+):
+#   make run   - install into .venv and serve on config.example.toml (127.0.0.1:8787)
+#   make test  - install with test tools, then lint, type-check and run every test
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+EDITABLE := -e . $(foreach p,$(PLUGINS),-e $(dir $(p)))
+
+.PHONY: run test lint install install-test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(PLUGINS)
+	$(BIN)/python -m pip install -q $(EDITABLE)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+run: $(VENV)/.installed
+	$(BIN)/finetune-gateway serve --config config.example.toml
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check gateway plugins tests
+	$(BIN)/ruff format --check gateway plugins tests
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) build *.egg-info plugins/*/*.egg-info

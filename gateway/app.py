@@ -1,0 +1,51 @@
+"""The application factory: middlewares, routes, and the shared upstream session."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway import keys
+from gateway.config import Config
+from gateway.handlers import files, jobs
+from gateway.middleware import (
+    add_request_id,
+    auth_middleware,
+    context_middleware,
+    error_middleware,
+)
+from gateway.pool import ProviderPool
+from gateway.registry import Registry
+
+
+def make_app(config: Config, registry: Registry | None = None) -> web.Application:
+    app = web.Application(middlewares=[context_middleware, error_middleware, auth_middleware])
+    app[keys.CONFIG] = config
+    app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
+    app.cleanup_ctx.append(_upstream_session)
+    app.on_response_prepare.append(add_request_id)
+    app.router.add_get("/health", health)
+    jobs.add_routes(app)
+    files.add_routes(app)
+    return app
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """One pooled, keep-alive client session for every upstream call, closed on shutdown."""
+    upstream = app[keys.CONFIG].upstream
+    timeout = aiohttp.ClientTimeout(
+        total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+    )
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        app[keys.HTTP] = http
+        app[keys.POOL] = ProviderPool(http)
+        try:
+            yield
+        finally:
+            await app[keys.POOL].close()
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})

@@ -1,0 +1,101 @@
+"""``finetune-gateway``: serve, check-config, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, load_config
+from gateway.registry import Registry
+
+log = logging.getLogger("finetune_gateway")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="finetune-gateway",
+        description="OpenAI's fine-tuning and files API in front of every provider.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="TOML config file (default: built-in defaults)")
+    serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8787)")
+
+    check = commands.add_parser("check-config", help="check a config file, listing every problem")
+    check.add_argument("path")
+
+    commands.add_parser("plugins", help="list the provider plugins found")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args.config, args.host, args.port)
+    if args.command == "check-config":
+        return _check_config(args.path)
+    return _plugins()
+
+
+def _serve(config_path: str | None, host: str | None, port: int | None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    registry = Registry.discover()
+    for broken in registry.broken:
+        log.warning(
+            "plugin %r (%s) failed to load: %s", broken.name, broken.distribution, broken.error
+        )
+    try:
+        config = Config.default() if config_path is None else load_config(config_path, registry)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"config: {problem}", file=sys.stderr)
+        return 2
+
+    from aiohttp import web
+
+    from gateway.app import make_app
+
+    listen_host = host or config.server.host
+    listen_port = port if port is not None else config.server.port
+    app = make_app(config, registry)
+    log.info(
+        "finetune-gateway %s on http://%s:%d (providers: %s)",
+        __version__,
+        listen_host,
+        listen_port,
+        ", ".join(registry.names()) or "none",
+    )
+    web.run_app(app, host=listen_host, port=listen_port, print=None, access_log=None)
+    return 0
+
+
+def _check_config(path: str) -> int:
+    registry = Registry.discover()
+    try:
+        config = load_config(path, registry)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem)
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: ok ({len(config.virtual_keys)} virtual keys, {len(config.gateway_keys)} "
+        f"gateway keys, {len(config.configs)} named configs)"
+    )
+    return 0
+
+
+def _plugins() -> int:
+    registry = Registry.discover()
+    for plugin in registry.loaded:
+        aliases = ", ".join(plugin.provider.aliases)
+        suffix = f"  (aliases: {aliases})" if aliases else ""
+        print(f"{plugin.slug:<16} {plugin.distribution} {plugin.version}{suffix}")
+    for broken in registry.broken:
+        print(f"{broken.name:<16} {broken.distribution} {broken.version}  FAILED: {broken.error}")
+    if not registry.loaded and not registry.broken:
+        print("no provider plugins installed")
+    return 0

@@ -1,0 +1,310 @@
+"""The TOML config, decoded into msgspec Structs, with every problem named by its path.
+
+Secrets are given by reference to the environment, ``{ "$env" = "NAME" }`` or a string
+containing ``${NAME}``, so the file itself can be committed. Decoding goes entry by
+entry, so ``check-config`` reports every problem at once (``virtual_keys.prod.api_key:
+Expected `str`, got `int```), not just the first.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from gateway.provider import Provider, ProviderSettings
+from gateway.registry import Registry
+
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class ServerConfig(_Section, kw_only=True):
+    host: str = "127.0.0.1"
+    port: int = 8787
+    access_log: bool = True
+
+
+class LimitsConfig(_Section, kw_only=True):
+    # JSON bodies (create job) are small; a large one is a mistake or an attack.
+    max_json_body_bytes: int = 1 * MiB
+    # Uploads stream, so this bounds disk and upstream use, not the gateway's memory.
+    max_upload_bytes: int = 8 * 1024 * MiB
+
+
+class UpstreamConfig(_Section, kw_only=True):
+    connect_timeout: float = 10.0
+    # Longest silence while reading an upstream's answer (a stalled upstream is a 504).
+    read_timeout: float = 120.0
+
+
+class RoutingConfig(_Section, kw_only=True):
+    # Whether provider credentials may come in request headers (Authorization with a
+    # provider key, x-portkey-aws-*, an inline x-portkey-config with an api_key, ...).
+    accept_header_credentials: bool = False
+    # Hosts a request may name in x-portkey-custom-host: host names, IP addresses or
+    # CIDR networks. Empty means no custom hosts.
+    custom_host_allowlist: list[str] = []
+
+
+class GatewayKeyConfig(_Section, kw_only=True):
+    key: str
+    # Virtual key used when a request names no provider, virtual key or config, so the
+    # plain OpenAI SDK with only base_url and api_key set works.
+    default_virtual_key: str | None = None
+
+
+class RouteConfig(_Section, kw_only=True):
+    """A named config (``[configs.NAME]``), shaped like Portkey's ``x-portkey-config``."""
+
+    virtual_key: str | None = None
+    provider: str | None = None
+    custom_host: str | None = None
+
+
+class _FileConfig(_Section, kw_only=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    gateway_keys: dict[str, Any] = {}
+    virtual_keys: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKey:
+    name: str
+    provider: type[Provider]
+    settings: ProviderSettings
+
+
+@dataclass(frozen=True, slots=True)
+class NamedConfig:
+    name: str
+    route: RouteConfig
+    settings: dict[str, Any]  # provider settings given in the config (api_key, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKey:
+    name: str
+    key: str
+    default_virtual_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig
+    limits: LimitsConfig
+    upstream: UpstreamConfig
+    routing: RoutingConfig
+    gateway_keys: tuple[GatewayKey, ...]
+    virtual_keys: dict[str, VirtualKey]
+    configs: dict[str, NamedConfig]
+
+    @classmethod
+    def default(cls) -> Config:
+        return cls(ServerConfig(), LimitsConfig(), UpstreamConfig(), RoutingConfig(), (), {}, {})
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def load_config(path: str | Path, registry: Registry, env: dict[str, str] | None = None) -> Config:
+    """Read, resolve and check a config file; ConfigError lists every problem found."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(raw, registry, os.environ if env is None else env)
+
+
+def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
+    problems: list[str] = []
+    resolved = _resolve_secrets(raw, "", env, problems)
+    top = _convert(resolved, _FileConfig, "", problems)
+    if top is None:
+        raise ConfigError(problems)
+    _check_allowlist(top.routing.custom_host_allowlist, problems)
+
+    virtual_keys: dict[str, VirtualKey] = {}
+    for name, table in top.virtual_keys.items():
+        vk = _virtual_key(name, table, registry, problems)
+        if vk is not None:
+            virtual_keys[name] = vk
+
+    gateway_keys: list[GatewayKey] = []
+    for name, table in top.gateway_keys.items():
+        path = f"gateway_keys.{name}"
+        gk = _convert(table, GatewayKeyConfig, path, problems)
+        if gk is None:
+            continue
+        if len(gk.key) < 16:
+            problems.append(f"{path}.key: a gateway key must be at least 16 characters long")
+        if gk.default_virtual_key is not None and gk.default_virtual_key not in top.virtual_keys:
+            problems.append(
+                f"{path}.default_virtual_key: no virtual key named {gk.default_virtual_key!r}"
+            )
+        gateway_keys.append(GatewayKey(name, gk.key, gk.default_virtual_key))
+    if len({k.key for k in gateway_keys}) != len(gateway_keys):
+        problems.append("gateway_keys: two gateway keys have the same key")
+
+    configs: dict[str, NamedConfig] = {}
+    for name, table in top.configs.items():
+        named = _named_config(name, table, top.virtual_keys, registry, problems)
+        if named is not None:
+            configs[name] = named
+
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        top.server,
+        top.limits,
+        top.upstream,
+        top.routing,
+        tuple(gateway_keys),
+        virtual_keys,
+        configs,
+    )
+
+
+def _virtual_key(
+    name: str, table: Any, registry: Registry, problems: list[str]
+) -> VirtualKey | None:
+    path = f"virtual_keys.{name}"
+    if not isinstance(table, dict):
+        problems.append(f"{path}: expected a table")
+        return None
+    fields = dict(table)
+    slug = fields.pop("provider", None)
+    if not isinstance(slug, str):
+        problems.append(f"{path}.provider: required, the provider's slug (for example 'openai')")
+        return None
+    provider = _provider(registry, slug, f"{path}.provider", problems)
+    if provider is None:
+        return None
+    settings = _convert(fields, provider.Settings, path, problems)
+    return None if settings is None else VirtualKey(name, provider, settings)
+
+
+def _named_config(
+    name: str,
+    table: Any,
+    virtual_key_names: dict[str, Any],
+    registry: Registry,
+    problems: list[str],
+) -> NamedConfig | None:
+    path = f"configs.{name}"
+    if not isinstance(table, dict):
+        problems.append(f"{path}: expected a table")
+        return None
+    route_fields = {k: v for k, v in table.items() if k in RouteConfig.__struct_fields__}
+    settings = {k: v for k, v in table.items() if k not in RouteConfig.__struct_fields__}
+    route = _convert(route_fields, RouteConfig, path, problems)
+    if route is None:
+        return None
+    if (route.virtual_key is None) == (route.provider is None):
+        problems.append(f"{path}: give exactly one of 'virtual_key' or 'provider'")
+        return None
+    if route.virtual_key is not None:
+        if route.virtual_key not in virtual_key_names:
+            problems.append(f"{path}.virtual_key: no virtual key named {route.virtual_key!r}")
+        if settings:
+            problems.append(
+                f"{path}.{next(iter(settings))}: provider settings belong in the virtual key"
+            )
+    elif route.provider is not None:
+        provider = _provider(registry, route.provider, f"{path}.provider", problems)
+        if provider is not None:
+            _convert(settings, provider.Settings, path, problems)
+    return NamedConfig(name, route, settings)
+
+
+def _provider(
+    registry: Registry, slug: str, path: str, problems: list[str]
+) -> type[Provider] | None:
+    try:
+        return registry.get(slug)
+    except Exception as exc:
+        problems.append(f"{path}: {exc}")
+        return None
+
+
+def _convert(value: Any, type_: type[T], path: str, problems: list[str]) -> T | None:
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        problems.append(_validation_problem(exc, path))
+        return None
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<where>[^`]*)`)?$", re.S)
+
+
+def _validation_problem(exc: msgspec.ValidationError, prefix: str) -> str:
+    """msgspec's "Expected `str`, got `int` - at `$.a.b`" as "prefix.a.b: Expected ..."."""
+    match = _AT.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    message, where = match["msg"], (match["where"] or "")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", message)
+    if unknown:
+        where, message = f"{where}.{unknown[1]}", "unknown setting"
+    path = (prefix + where).lstrip(".") or "(top level)"
+    return f"{path}: {message}"
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _resolve_secrets(value: Any, path: str, env: Any, problems: list[str]) -> Any:
+    """Replace ``{ "$env" = "NAME" }`` and ``${NAME}`` by the environment's values."""
+    if isinstance(value, dict):
+        if set(value) == {"$env"}:
+            name = value["$env"]
+            if not isinstance(name, str) or name not in env:
+                problems.append(f"{path.lstrip('.')}: environment variable {name!r} is not set")
+                return None
+            return env[name]
+        return {k: _resolve_secrets(v, f"{path}.{k}", env, problems) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_secrets(v, f"{path}[{i}]", env, problems) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match[1]
+            if name not in env:
+                problems.append(f"{path.lstrip('.')}: environment variable {name!r} is not set")
+                return ""
+            return str(env[name])
+
+        return _ENV_REF.sub(substitute, value)
+    return value
+
+
+def _check_allowlist(entries: list[str], problems: list[str]) -> None:
+    for i, entry in enumerate(entries):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", entry) or entry.startswith("."):
+                problems.append(
+                    f"routing.custom_host_allowlist[{i}]: {entry!r} is neither a host name, "
+                    "an IP address nor a CIDR network"
+                )

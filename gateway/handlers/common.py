@@ -1,0 +1,146 @@
+"""What every handler shares: choosing the provider, reading bodies, paging, answering."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.provider import PageQuery, Provider
+from gateway.routing import resolve_target
+
+T = TypeVar("T")
+
+# Ids are placed in upstream URL paths: only URL-safe characters, never "/" or "%".
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:~=-]{0,1023}")
+_MAX_LIMIT = 10_000
+
+
+@asynccontextmanager
+async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
+    """The provider instance serving this request, chosen from its headers."""
+    app = request.app
+    target = resolve_target(
+        request.headers, app[keys.CONFIG], app[keys.REGISTRY], request.get(keys.GATEWAY_KEY)
+    )
+    request[keys.PROVIDER] = target.provider.slug
+    async with app[keys.POOL].use(target) as provider:
+        yield provider
+
+
+async def timed(request: web.Request, call: Awaitable[T]) -> T:
+    """Await a provider call, adding its time to the request's upstream latency."""
+    started = time.perf_counter()
+    try:
+        return await call
+    finally:
+        elapsed = time.perf_counter() - started
+        request[keys.UPSTREAM_SECONDS] = request.get(keys.UPSTREAM_SECONDS, 0.0) + elapsed
+
+
+def path_id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not _ID.fullmatch(value):
+        raise BadRequest(f"'{value}' is not a valid {name}", param=name, code="invalid_id")
+    return value
+
+
+def answer(result: Any, status: int = 200) -> web.Response:
+    """A JSON response from a Struct, or from an upstream's bytes passed on as they came."""
+    body = result if isinstance(result, msgspec.Raw) else msgspec.json.encode(result)
+    return web.Response(body=bytes(body), status=status, content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object, read with the configured size limit."""
+    limit = request.app[keys.CONFIG].limits.max_json_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit)
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise BadRequest(
+            "We could not parse the JSON body of your request: it is not valid JSON",
+            code="invalid_json",
+        ) from None
+    if not isinstance(value, dict):
+        raise BadRequest("The request body must be a JSON object", code="invalid_json")
+    return value
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"Request body is larger than this gateway's limit of {limit} bytes "
+        "(limits.max_json_body_bytes)",
+        code="request_too_large",
+    )
+
+
+def convert(value: Any, type_: type[T]) -> T:
+    """msgspec.convert, with a validation error split into a message and its ``param``."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: msgspec.ValidationError) -> BadRequest:
+    message, _, where = str(exc).partition(" - at `$")
+    path = where.rstrip("`").lstrip(".")
+    missing = re.match(r"Object missing required field `([^`]+)`", message)
+    if missing:
+        path = f"{path}.{missing[1]}".lstrip(".")
+        message = f"Missing required parameter: '{path}'"
+    else:
+        message = f"Invalid value for '{path}': {message}" if path else message
+    return BadRequest(message, param=path or None, code="invalid_value")
+
+
+def page_query(request: web.Request, *, default_limit: int, with_order: bool = False) -> PageQuery:
+    query = request.query
+    limit = _int_param(query.get("limit"), "limit", default_limit)
+    order = query.get("order") if with_order else None
+    if order is not None and order not in ("asc", "desc"):
+        raise BadRequest("'order' must be 'asc' or 'desc'", param="order", code="invalid_value")
+    metadata: dict[str, str] | None = None
+    if query.get("metadata") == "null":
+        metadata = {}
+    for key, value in query.items():
+        if key.startswith("metadata[") and key.endswith("]"):
+            metadata = {} if metadata is None else metadata
+            metadata[key[len("metadata[") : -1]] = value
+    return PageQuery(
+        limit=limit,
+        after=query.get("after") or None,
+        order=order,  # type: ignore[arg-type]  # checked just above
+        purpose=query.get("purpose") or None,
+        metadata=metadata,
+    )
+
+
+def _int_param(raw: str | None, name: str, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_LIMIT:
+        raise BadRequest(
+            f"'{name}' must be a whole number from 1 to {_MAX_LIMIT}",
+            param=name,
+            code="invalid_value",
+        )
+    return value

@@ -1,0 +1,240 @@
+"""``/v1/files``: uploads and downloads stream; memory does not grow with file size.
+
+An upload is read part by part. When ``purpose`` comes before the file (as every SDK
+sends it), the file part streams straight to the provider. When the file comes first
+(``curl -F file=@x -F purpose=...``), it is spooled to a temporary file on disk until
+the fields after it are known, so the order a client picks costs disk, not memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from typing import IO
+
+import msgspec
+from aiohttp import BodyPartReader, MultipartReader, web
+
+from gateway import keys
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.handlers.common import answer, page_query, path_id, provider_for, timed
+from gateway.provider import FileUpload, Provider
+
+FILE_ID = "file_id"
+_CHUNK = 256 * 1024
+_MAX_FIELD_BYTES = 64 * 1024
+
+
+class _UploadBody:
+    """The multipart body of an upload, with the byte limit enforced while streaming."""
+
+    def __init__(self, request: web.Request) -> None:
+        self.limit = request.app[keys.CONFIG].limits.max_upload_bytes
+        self.received = 0
+        # Set when the limit is passed, so the handler reports it whatever the provider
+        # made of the interrupted stream.
+        self.failure: GatewayError | None = None
+
+    def count(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        if self.received > self.limit:
+            self.failure = PayloadTooLarge(
+                f"File is larger than this gateway's limit of {self.limit} bytes "
+                "(limits.max_upload_bytes)",
+                param="file",
+                code="file_too_large",
+            )
+            raise self.failure
+
+    async def stream(self, part: BodyPartReader) -> AsyncIterator[bytes]:
+        while chunk := await part.read_chunk(_CHUNK):
+            self.count(chunk)
+            yield chunk
+
+
+async def upload_file(request: web.Request) -> web.Response:
+    limit = request.app[keys.CONFIG].limits.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit + _MAX_FIELD_BYTES:
+        raise PayloadTooLarge(
+            f"Upload is larger than this gateway's limit of {limit} bytes "
+            "(limits.max_upload_bytes)",
+            param="file",
+            code="file_too_large",
+        )
+    if not request.content_type.startswith("multipart/form-data"):
+        raise BadRequest(
+            "Uploads must be multipart/form-data with a 'file' part and a 'purpose' field",
+            param="file",
+            code="invalid_content_type",
+        )
+    async with provider_for(request) as provider:
+        return await _upload(request, provider, _UploadBody(request))
+
+
+async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -> web.Response:
+    reader = await request.multipart()
+    fields: list[tuple[str, str]] = []
+    spool: IO[bytes] | None = None
+    try:
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise BadRequest("Nested multipart bodies are not accepted", param="file")
+            if part.name != "file":
+                fields.append((part.name or "", await _field_text(part)))
+                continue
+            if spool is not None:
+                raise BadRequest("Send exactly one 'file' part", param="file", code="invalid_file")
+            filename = part.filename or "upload.jsonl"
+            content_type = part.headers.get("Content-Type", "application/octet-stream")
+            purpose = _purpose(fields)
+            if purpose is not None:
+                # The common order: stream the file straight through.
+                upload = FileUpload(filename, purpose, body.stream(part), content_type)
+                upload.extra_fields = [(k, v) for k, v in fields if k != "purpose"]
+                return await _send(request, provider, upload, body, reader)
+            spool = await _spool(part, body)
+            spooled_name, spooled_type = filename, content_type
+        if spool is None:
+            raise BadRequest(
+                "Missing required parameter: 'file'", param="file", code="missing_file"
+            )
+        purpose = _purpose(fields)
+        if purpose is None:
+            raise BadRequest("Missing required parameter: 'purpose'", param="purpose")
+        upload = FileUpload(spooled_name, purpose, _read_spool(spool), spooled_type)
+        upload.extra_fields = [(k, v) for k, v in fields if k != "purpose"]
+        return await _send(request, provider, upload, body, None)
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+async def _send(
+    request: web.Request,
+    provider: Provider,
+    upload: FileUpload,
+    body: _UploadBody,
+    reader: MultipartReader | None,
+) -> web.Response:
+    try:
+        result = await timed(request, provider.upload_file(upload))
+    except Exception:
+        if body.failure is not None:
+            raise body.failure from None
+        raise
+    if reader is not None:
+        # Fields after the file arrived too late to go with it: undo the upload rather
+        # than drop them silently.
+        trailing = await _trailing_fields(reader)
+        if trailing:
+            uploaded_id = _id_of(result)
+            if uploaded_id is not None:
+                await timed(request, provider.delete_file(uploaded_id))
+            raise BadRequest(
+                f"Form field '{trailing[0]}' came after the file: send form fields before "
+                "the 'file' part",
+                param=trailing[0],
+                code="field_after_file",
+            )
+    return answer(result)
+
+
+async def _trailing_fields(reader: MultipartReader) -> list[str]:
+    names: list[str] = []
+    while (part := await reader.next()) is not None:
+        names.append(part.name or "(unnamed)" if isinstance(part, BodyPartReader) else "(nested)")
+        await part.release()
+    return names
+
+
+def _id_of(result: object) -> str | None:
+    if isinstance(result, msgspec.Raw):
+        decoded = msgspec.json.decode(result)
+        value = decoded.get("id") if isinstance(decoded, dict) else None
+    else:
+        value = getattr(result, "id", None)
+    return value if isinstance(value, str) else None
+
+
+def _purpose(fields: list[tuple[str, str]]) -> str | None:
+    for name, value in fields:
+        if name == "purpose":
+            if not value:
+                raise BadRequest("'purpose' must not be empty", param="purpose")
+            return value
+    return None
+
+
+async def _field_text(part: BodyPartReader) -> str:
+    data = bytearray()
+    while chunk := await part.read_chunk(8192):
+        data += chunk
+        if len(data) > _MAX_FIELD_BYTES:
+            raise BadRequest(f"Form field '{part.name}' is too long", param=part.name)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"Form field '{part.name}' is not UTF-8 text", param=part.name) from None
+
+
+async def _spool(part: BodyPartReader, body: _UploadBody) -> IO[bytes]:
+    spool = tempfile.TemporaryFile(prefix="ftg-upload-")  # noqa: SIM115 - closed by caller
+    try:
+        async for chunk in body.stream(part):
+            await asyncio.to_thread(spool.write, chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+async def _read_spool(spool: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := await asyncio.to_thread(spool.read, _CHUNK):
+        yield chunk
+
+
+async def list_files(request: web.Request) -> web.Response:
+    query = page_query(request, default_limit=10_000, with_order=True)
+    async with provider_for(request) as provider:
+        return answer(await timed(request, provider.list_files(query)))
+
+
+async def retrieve_file(request: web.Request) -> web.Response:
+    file_id = path_id(request, FILE_ID)
+    async with provider_for(request) as provider:
+        return answer(await timed(request, provider.retrieve_file(file_id)))
+
+
+async def delete_file(request: web.Request) -> web.Response:
+    file_id = path_id(request, FILE_ID)
+    async with provider_for(request) as provider:
+        return answer(await timed(request, provider.delete_file(file_id)))
+
+
+async def file_content(request: web.Request) -> web.StreamResponse:
+    file_id = path_id(request, FILE_ID)
+    async with provider_for(request) as provider:
+        download = await timed(request, provider.file_content(file_id))
+        try:
+            response = web.StreamResponse(headers={"Content-Type": download.content_type})
+            if download.size is not None:
+                response.content_length = download.size
+            await response.prepare(request)
+            async for chunk in download.chunks:
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            if download.release is not None:
+                await download.release()
+
+
+def add_routes(app: web.Application) -> None:
+    item = "/v1/files/{" + FILE_ID + "}"
+    app.router.add_post("/v1/files", upload_file)
+    app.router.add_get("/v1/files", list_files)
+    app.router.add_get(item, retrieve_file)
+    app.router.add_delete(item, delete_file)
+    app.router.add_get(item + "/content", file_content)

@@ -1,0 +1,23 @@
+"""Typed keys for what the app and each request carry (aiohttp ``AppKey``s)."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Config, GatewayKey
+from gateway.pool import ProviderPool
+from gateway.registry import Registry
+
+CONFIG = web.AppKey("config", Config)
+REGISTRY = web.AppKey("registry", Registry)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+POOL = web.AppKey("pool", ProviderPool)
+
+# Per-request values, set as the request goes through the middlewares and handlers and
+# read by the access log.
+REQUEST_ID = web.RequestKey("request_id", str)
+# Absent on an open gateway (no gateway keys configured).
+GATEWAY_KEY = web.RequestKey("gateway_key", GatewayKey)
+PROVIDER = web.RequestKey("provider", str)
+UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)

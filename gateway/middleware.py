@@ -1,0 +1,127 @@
+"""The middlewares every request goes through, outermost first.
+
+1. ``context_middleware``: a request id (kept from a sane ``x-request-id``, else new),
+   echoed on every response, and one access-log line per request.
+2. ``error_middleware``: the one place errors are rendered, in OpenAI's envelope.
+   Unknown exceptions become a 500 that names the request id, never a stack trace.
+3. ``auth_middleware``: the gateway key, for everything under ``/v1``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    InternalError,
+    NotFound,
+    PayloadTooLarge,
+    error_for_status,
+)
+from gateway.routing import authenticate
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+access_log = logging.getLogger("finetune_gateway.access")
+error_log = logging.getLogger("finetune_gateway.error")
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+@web.middleware
+async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    incoming = request.headers.get("x-request-id", "")
+    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
+    request[keys.REQUEST_ID] = request_id
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        if request.app[keys.CONFIG].server.access_log:
+            _log_access(request, status, time.perf_counter() - started)
+
+
+def _log_access(request: web.Request, status: int, seconds: float) -> None:
+    # Only fields the gateway chose: never headers or bodies, which carry secrets.
+    upstream = request.get(keys.UPSTREAM_SECONDS)
+    access_log.info(
+        "request_id=%s method=%s path=%s provider=%s status=%d upstream_ms=%s total_ms=%.2f",
+        request[keys.REQUEST_ID],
+        request.method,
+        request.path,
+        request.get(keys.PROVIDER, "-"),
+        status,
+        "-" if upstream is None else f"{upstream * 1000:.2f}",
+        seconds * 1000,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except GatewayError as exc:
+        response = render_error(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = render_error(_from_http_exception(exc))
+    except Exception:
+        request_id = request[keys.REQUEST_ID]
+        error_log.exception("unhandled error in request %s", request_id)
+        response = render_error(
+            InternalError(f"The gateway failed to handle this request (request id {request_id})")
+        )
+    return response
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare hook: every response, streamed ones too, names its request."""
+    request_id = request.get(keys.REQUEST_ID)
+    if request_id is not None:
+        response.headers["x-request-id"] = request_id
+
+
+def render_error(exc: GatewayError) -> web.Response:
+    response = web.Response(
+        status=exc.status,
+        body=msgspec.json.encode(exc.envelope()),
+        content_type="application/json",
+    )
+    response.headers.update(exc.headers)
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound(
+            "Unknown path: this gateway serves OpenAI's /v1/files and "
+            "/v1/fine_tuning/jobs endpoints",
+            code="unknown_url",
+        )
+    if exc.status == 405:
+        return BadRequest(f"Method not allowed: {exc.reason}", code="method_not_allowed")
+    if exc.status == 413:
+        return PayloadTooLarge("Request body too large", code="request_too_large")
+    return error_for_status(exc.status)(exc.reason)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/"):
+        gateway_key = authenticate(request.headers, request.app[keys.CONFIG])
+        if gateway_key is not None:
+            request[keys.GATEWAY_KEY] = gateway_key
+    return await handler(request)

@@ -1,0 +1,261 @@
+"""Which provider, with which settings, serves a request (Portkey's headers).
+
+Order of precedence, as in Portkey: ``x-portkey-config`` (a named config or inline
+JSON), then ``x-portkey-virtual-key``, then ``x-portkey-provider`` with credentials in
+headers, then the gateway key's ``default_virtual_key``. Credentials that come from the
+request are refused where the config does not accept them, and a request-supplied
+custom host must be on the config's allow-list: the gateway must never become a way to
+reach internal addresses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.config import Config, GatewayKey, VirtualKey
+from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.provider import Provider, ProviderSettings
+from gateway.registry import Registry
+
+# Portkey config keys that select a target; every other key is a provider setting.
+_ROUTE_KEYS = frozenset({"provider", "virtual_key", "custom_host"})
+# Portkey config features this gateway does not implement; refused, never ignored.
+_UNSUPPORTED_CONFIG_KEYS = frozenset(
+    {"strategy", "targets", "retry", "cache", "override_params", "request_timeout"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    provider: type[Provider]
+    settings: ProviderSettings
+    # True when the provider's credentials came from the request rather than the config:
+    # an upstream 401 is then the caller's to see, not a gateway misconfiguration.
+    caller_credentials: bool
+    virtual_key: str | None = None
+    gateway_key: str | None = None  # the gateway key's name, for logs and ownership
+
+
+def authenticate(headers: Mapping[str, str], config: Config) -> GatewayKey | None:
+    """The caller's gateway key; None where the config has none (an open gateway)."""
+    if not config.gateway_keys:
+        return None
+    candidates = [headers.get("x-portkey-api-key", ""), _bearer(headers)]
+    for candidate in candidates:
+        key = _match_gateway_key(candidate, config)
+        if key is not None:
+            return key
+    raise Unauthorized(
+        "Missing or invalid gateway key: send it as 'Authorization: Bearer <key>' "
+        "or in the 'x-portkey-api-key' header",
+        code="invalid_api_key",
+    )
+
+
+def resolve_target(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    config: Config,
+    registry: Registry,
+    gateway_key: GatewayKey | None,
+) -> Target:
+    provider_headers = _without_gateway_credentials(headers, config)
+    gk_name = gateway_key.name if gateway_key else None
+    target: Target
+    if raw := headers.get("x-portkey-config"):
+        target = _from_portkey_config(raw, config, registry, gk_name)
+    elif name := headers.get("x-portkey-virtual-key"):
+        target = _from_virtual_key(name, config, gk_name, "x-portkey-virtual-key")
+    elif slug := headers.get("x-portkey-provider"):
+        provider = registry.get(slug)
+        present = sorted(h for h in provider.credential_headers if provider_headers.get(h))
+        if present and not config.routing.accept_header_credentials:
+            raise _header_credentials_refused(present[0])
+        target = Target(
+            provider, provider.settings_from_headers(provider_headers), True, None, gk_name
+        )
+    elif gateway_key is not None and gateway_key.default_virtual_key:
+        target = _from_virtual_key(gateway_key.default_virtual_key, config, gk_name, None)
+    else:
+        raise BadRequest(
+            "No provider chosen: send 'x-portkey-provider', 'x-portkey-virtual-key' or "
+            "'x-portkey-config', or give your gateway key a default_virtual_key",
+            param="x-portkey-provider",
+            code="missing_provider",
+        )
+    if host := headers.get("x-portkey-custom-host"):
+        check_custom_host(host, config.routing.custom_host_allowlist, "x-portkey-custom-host")
+        target = _with_custom_host(target, host)
+    return target
+
+
+def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
+    """Refuse a request-supplied base URL whose host is not on the allow-list.
+
+    An IP literal must fall in a listed network; a name must be listed as it is. Odd
+    spellings of addresses (``2130706433``, ``0x7f000001``) are names that nobody lists,
+    so they are refused unless listed verbatim.
+    """
+    try:
+        parsed = URL(url)
+    except ValueError:
+        parsed = URL()
+    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.user is not None:
+        raise BadRequest(
+            f"'{param}' must be an http(s) URL with a host and no user info",
+            param=param,
+            code="invalid_custom_host",
+        )
+    host = parsed.host.lower().rstrip(".")
+    if not _host_allowed(host, allowlist):
+        raise BadRequest(
+            f"Custom host '{host}' is not on this gateway's allow-list "
+            "(routing.custom_host_allowlist)",
+            param=param,
+            code="custom_host_not_allowed",
+        )
+
+
+def _host_allowed(host: str, allowlist: list[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return any(host == entry.lower() for entry in allowlist)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    for entry in allowlist:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str | None) -> Target:
+    vk: VirtualKey | None = config.virtual_keys.get(name)
+    if vk is None:
+        raise BadRequest(
+            f"Unknown virtual key '{name}'",
+            param=param or "x-portkey-virtual-key",
+            code="unknown_virtual_key",
+        )
+    return Target(vk.provider, vk.settings, False, vk.name, gk_name)
+
+
+def _from_portkey_config(
+    raw: str, config: Config, registry: Registry, gk_name: str | None
+) -> Target:
+    param = "x-portkey-config"
+    named = config.configs.get(raw)
+    if named is not None:
+        route, settings_fields, trusted = named.route, named.settings, True
+        fields: dict[str, Any] = {
+            k: v for k, v in msgspec.structs.asdict(route).items() if v is not None
+        }
+    else:
+        try:
+            fields = msgspec.json.decode(raw.encode())
+        except msgspec.DecodeError:
+            raise BadRequest(
+                f"'{param}' is neither the name of a config nor a JSON object",
+                param=param,
+                code="invalid_config",
+            ) from None
+        if not isinstance(fields, dict):
+            raise BadRequest(f"'{param}' must be a JSON object", param=param, code="invalid_config")
+        unsupported = sorted(_UNSUPPORTED_CONFIG_KEYS & fields.keys())
+        if unsupported:
+            raise BadRequest(
+                f"'{param}': '{unsupported[0]}' is not supported by this gateway",
+                param=f"{param}.{unsupported[0]}",
+                code="unsupported_config",
+            )
+        settings_fields = {k: v for k, v in fields.items() if k not in _ROUTE_KEYS}
+        trusted = False
+    if fields.get("virtual_key"):
+        if settings_fields:
+            raise BadRequest(
+                f"'{param}': give either a virtual_key or provider settings, not both",
+                param=f"{param}.{next(iter(settings_fields))}",
+                code="invalid_config",
+            )
+        target = _from_virtual_key(str(fields["virtual_key"]), config, gk_name, param)
+    elif isinstance(fields.get("provider"), str):
+        provider = registry.get(fields["provider"])
+        if settings_fields and not trusted and not config.routing.accept_header_credentials:
+            raise _header_credentials_refused(param)
+        try:
+            settings = msgspec.convert(settings_fields, provider.Settings)
+        except msgspec.ValidationError as exc:
+            raise _config_error(exc, param) from None
+        target = Target(provider, settings, not trusted, None, gk_name)
+    else:
+        raise BadRequest(
+            f"'{param}' must name a 'provider' or a 'virtual_key'",
+            param=param,
+            code="invalid_config",
+        )
+    custom_host = fields.get("custom_host")
+    if isinstance(custom_host, str):
+        if not trusted:
+            check_custom_host(custom_host, config.routing.custom_host_allowlist, param)
+        target = _with_custom_host(target, custom_host)
+    return target
+
+
+def _config_error(exc: msgspec.ValidationError, param: str) -> BadRequest:
+    message, _, where = str(exc).partition(" - at `$")
+    return BadRequest(
+        f"'{param}': {message}", param=param + where.rstrip("`"), code="invalid_config"
+    )
+
+
+def _with_custom_host(target: Target, host: str) -> Target:
+    settings = msgspec.structs.replace(target.settings, custom_host=host.rstrip("/"))
+    return Target(
+        target.provider, settings, target.caller_credentials, target.virtual_key, target.gateway_key
+    )
+
+
+def _header_credentials_refused(header: str) -> Forbidden:
+    return Forbidden(
+        f"This gateway does not accept provider credentials in requests ('{header}'); "
+        "use a virtual key (routing.accept_header_credentials is off)",
+        param=header,
+        code="header_credentials_not_allowed",
+    )
+
+
+def _bearer(headers: Mapping[str, str]) -> str:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _match_gateway_key(candidate: str, config: Config) -> GatewayKey | None:
+    """Compare against every key in constant time, so timing tells nothing."""
+    found: GatewayKey | None = None
+    given = candidate.encode()
+    for key in config.gateway_keys:
+        if hmac.compare_digest(given, key.key.encode()) and candidate:
+            found = key
+    return found
+
+
+def _without_gateway_credentials(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], config: Config
+) -> CIMultiDict[str]:
+    """The headers a provider may read: the gateway's own key is never a provider's."""
+    out = CIMultiDict(headers)
+    out.popall("x-portkey-api-key", None)
+    if _match_gateway_key(_bearer(headers), config) is not None:
+        out.popall("authorization", None)
+    return out

@@ -1,0 +1,167 @@
+"""Calling an upstream over HTTP, and turning its failures into the gateway's errors.
+
+Shared by every plugin that speaks HTTP, so the mapping is the same everywhere:
+- a 4xx keeps its status, message, ``param`` and ``code`` (the caller's mistake);
+- a 401/403 about credentials from the gateway's own config is a 502: the caller
+  cannot fix the gateway's keys, and must not be told its own key is wrong;
+- a 5xx is a 502 with the upstream's message; unreachable is 502, too slow is 504;
+- whatever comes back, known secrets are masked before it reaches a client or a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from gateway.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeout,
+    error_for_status,
+)
+
+# How much of an error body is read: enough for any message, bounded against a flood.
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+class _OpenAIErrorBody(msgspec.Struct):
+    message: str | None = None
+    param: str | None = None
+    code: str | int | None = None
+    type: str | None = None
+
+
+class _OpenAIEnvelope(msgspec.Struct):
+    error: _OpenAIErrorBody | str | None = None
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, _mask(secret))
+    return text
+
+
+def _mask(secret: str) -> str:
+    return "***" if len(secret) < 12 else f"{secret[:3]}***{secret[-2:]}"
+
+
+def upstream_error(
+    *,
+    provider: str,
+    status: int,
+    message: str,
+    param: str | None = None,
+    code: str | None = None,
+    caller_credentials: bool,
+    secrets: Iterable[str | None] = (),
+    retry_after: str | None = None,
+) -> GatewayError:
+    """The gateway error for an upstream's failure answer (see the module docstring)."""
+    message = redact(message, secrets)
+    if status in (401, 403) and not caller_credentials:
+        return UpstreamError(
+            f"{provider} refused the gateway's configured credentials ({status}): {message}",
+            code=code or "upstream_auth_failed",
+        )
+    if status >= 500 or status < 400:
+        return UpstreamError(
+            f"{provider} failed ({status}): {message}", code=code or "upstream_error"
+        )
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return error_for_status(status)(message, param=param, code=code, headers=headers)
+
+
+async def raise_for_openai_status(
+    response: aiohttp.ClientResponse,
+    *,
+    provider: str,
+    caller_credentials: bool,
+    secrets: Iterable[str | None] = (),
+) -> None:
+    """Raise the mapped error for a failed answer in OpenAI's envelope (OpenAI, Azure v1)."""
+    if response.status < 400:
+        return
+    raw = await response.content.read(_ERROR_BODY_LIMIT)
+    message, param, code = _parse_openai_error(raw, response.reason or "")
+    raise upstream_error(
+        provider=provider,
+        status=response.status,
+        message=message,
+        param=param,
+        code=code,
+        caller_credentials=caller_credentials,
+        secrets=secrets,
+        retry_after=response.headers.get("Retry-After"),
+    )
+
+
+def _parse_openai_error(raw: bytes, reason: str) -> tuple[str, str | None, str | None]:
+    try:
+        envelope = msgspec.json.decode(raw, type=_OpenAIEnvelope)
+    except msgspec.DecodeError:
+        text = raw.decode("utf-8", "replace").strip()[:500]
+        return (text or reason or "no message"), None, None
+    error = envelope.error
+    if isinstance(error, _OpenAIErrorBody):
+        code = None if error.code is None else str(error.code)
+        return (error.message or reason or "no message"), error.param, code
+    return (error or reason or "no message"), None, None
+
+
+@contextmanager
+def mapped_errors(provider: str) -> Iterator[None]:
+    """Connection failures and timeouts, also while reading a body, as gateway errors."""
+    try:
+        yield
+    except GatewayError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(
+            f"{provider} did not answer in time", code="upstream_timeout"
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamError(
+            f"Could not connect to {provider} at {exc.host}:{exc.port}",
+            code="upstream_unreachable",
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            f"Connection to {provider} failed: {type(exc).__name__}",
+            code="upstream_connection_error",
+        ) from None
+
+
+@asynccontextmanager
+async def request(
+    http: aiohttp.ClientSession, method: str, url: str, *, provider: str, **kwargs: Any
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """``http.request``, its body read inside the block, with failures mapped."""
+    with mapped_errors(provider):
+        async with http.request(method, url, **kwargs) as response:
+            yield response
+
+
+async def send(
+    http: aiohttp.ClientSession, method: str, url: str, *, provider: str, **kwargs: Any
+) -> aiohttp.ClientResponse:
+    """An open response, for streaming its body on; the caller releases it."""
+    with mapped_errors(provider):
+        return await http.request(method, url, **kwargs)
+
+
+async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.Raw:
+    """The upstream's JSON body as it came, checked to be JSON (never forwarded blindly)."""
+    body = await response.read()
+    try:
+        msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise UpstreamError(
+            f"{provider} answered {response.status} with a body that is not JSON",
+            code="upstream_bad_response",
+        ) from None
+    return msgspec.Raw(body)

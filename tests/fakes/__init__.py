@@ -1,0 +1,1 @@
+"""Test doubles for the services the gateway talks to."""

@@ -1,0 +1,792 @@
+"""A stateful, in-memory stand-in for OpenAI's files and fine-tuning HTTP API.
+
+Gateway tests need an upstream that rejects what OpenAI rejects and answers in OpenAI's
+exact shapes, so that a gateway bug fails a test instead of surfacing in production. The
+enums, ranges and required fields below are copied from OpenAI's OpenAPI spec (version
+2.3.0) rather than read from it, because checkouts that run these tests do not carry it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import itertools
+import json
+import secrets
+import string
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import BodyPartReader, web
+
+DEFAULT_API_KEYS = frozenset({"sk-test-upstream"})
+# CreateFileRequest.purpose; wider than OpenAIFile.purpose, which lacks "evals".
+FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+UPLOAD_FIELDS = frozenset({"purpose", "expires_after[anchor]", "expires_after[seconds]"})
+EXPIRY_SECONDS = (3600, 2592000)  # FileExpirationAfter.seconds; also the batch default
+JOB_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+JOB_REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "training_file",
+        "hyperparameters",
+        "suffix",
+        "validation_file",
+        "integrations",
+        "seed",
+        "method",
+        "metadata",
+    }
+)
+# (python type, minimum, minimum is exclusive, maximum); the string "auto" is always allowed.
+_Range = tuple[type, float, bool, float | None]
+_COMMON_HP: dict[str, _Range] = {
+    "batch_size": (int, 1, False, 256),
+    "learning_rate_multiplier": (float, 0, True, None),
+    "n_epochs": (int, 1, False, 50),
+}
+HYPERPARAMETER_RANGES: dict[str, dict[str, _Range]] = {
+    "supervised": _COMMON_HP,
+    "dpo": {**_COMMON_HP, "beta": (float, 0, True, 2)},
+    "reinforcement": {
+        **_COMMON_HP,
+        "compute_multiplier": (float, 1e-05, True, 10),
+        "eval_interval": (int, 1, False, None),
+        "eval_samples": (int, 1, False, None),
+    },
+}
+REASONING_EFFORTS = ("default", "low", "medium", "high")
+GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")
+MAX_SEED = 2147483647
+STATUS_EVENTS = {
+    "validating_files": ("info", "Validating training file: {training_file}"),
+    "queued": ("info", "Files validated, moving job to queued state"),
+    "running": ("info", "Job started"),
+    "succeeded": ("info", "The job has successfully completed"),
+    "failed": ("error", "The job failed"),
+    "cancelled": ("info", "Job cancelled"),
+}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    dict: "an object",
+    list: "an array",
+    bool: "a boolean",
+}
+_T = TypeVar("_T")
+JSON = dict[str, Any]
+
+
+def _new_id(prefix: str) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return prefix + "".join(secrets.choice(alphabet) for _ in range(24))
+
+
+@dataclass
+class RecordedRequest:
+    """What reached the upstream, so tests can assert on the gateway's outbound traffic."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
+    json: Any = None
+    # JSON: raw body length; upload: bytes of the file part; faulted request: raw body drained
+    body_bytes_received: int = 0
+    form: dict[str, str] = field(default_factory=dict)  # upload's non-file fields + filename
+
+
+@dataclass
+class StoredFile:
+    meta: JSON
+    content: bytes
+    sha256: str
+    seq: int
+
+
+@dataclass
+class StoredJob:
+    body: JSON
+    seq: int
+    model_name: str
+    paused: bool = False
+    events: list[JSON] = field(default_factory=list)
+    checkpoints: list[JSON] = field(default_factory=list)
+
+
+class ApiError(Exception):
+    """Raised anywhere while handling so that every failure leaves in OpenAI's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type_: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = {"message": message, "type": type_, "param": param, "code": code}
+
+    def response(self, headers: dict[str, str] | None = None) -> web.Response:
+        return _json({"error": self.error}, self.status, headers)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param, code)
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=msgspec.json.encode(payload),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+class FakeOpenAIState:
+    """Everything the fake remembers, plus the knobs tests turn to drive it."""
+
+    def __init__(
+        self, api_keys: Iterable[str] = DEFAULT_API_KEYS, organization_id: str = "org-fake"
+    ) -> None:
+        self.api_keys = set(api_keys)
+        self.organization_id = organization_id
+        self.requests: list[RecordedRequest] = []
+        self.files: dict[str, StoredFile] = {}
+        self.jobs: dict[str, StoredJob] = {}
+        # Timestamps are whole seconds; this counter keeps ordering deterministic within one.
+        self.seq = itertools.count()
+        self.faults: deque[tuple[int, JSON | bytes | None, dict[str, str]]] = deque()
+        self.stalls: deque[float] = deque()
+
+    def fail_next(
+        self,
+        status: int,
+        body: JSON | bytes | None = None,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Make the next `times` requests, on any route, answer `status` with no side effect."""
+        self.faults.extend([(status, body, dict(headers or {}))] * times)
+
+    def stall_next(self, seconds: float, times: int = 1) -> None:
+        """Delay the next `times` requests. The request still takes effect afterwards, as it
+        would on a slow upstream after the client gave up, so retries can be tested."""
+        self.stalls.extend([seconds] * times)
+
+    def add_file(
+        self,
+        filename: str,
+        content: bytes,
+        purpose: str = "fine-tune",
+        expires_at: int | None = None,
+        sha256: str | None = None,
+    ) -> JSON:
+        """Store a file; tests call it directly to start mid-story, skipping the upload."""
+        meta: JSON = {
+            "id": _new_id("file-"),
+            "object": "file",
+            "bytes": len(content),
+            "created_at": int(time.time()),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "expires_at": expires_at,
+            "status_details": None,
+        }
+        digest = sha256 or hashlib.sha256(content).hexdigest()
+        self.files[meta["id"]] = StoredFile(meta, content, digest, next(self.seq))
+        return meta
+
+    def file(self, file_id: str) -> StoredFile:
+        if file_id not in self.files:
+            raise ApiError(404, f"No such File object: {file_id}", "id", "not_found")
+        return self.files[file_id]
+
+    def job(self, job_id: str) -> StoredJob:
+        if job_id not in self.jobs:
+            raise ApiError(
+                404, f"Could not find fine-tune: {job_id}", "fine_tuning_job_id", "not_found"
+            )
+        return self.jobs[job_id]
+
+    def add_event(
+        self,
+        job_id: str,
+        message: str,
+        level: str = "info",
+        type_: str = "message",
+        data: JSON | None = None,
+    ) -> JSON:
+        event = {
+            "object": "fine_tuning.job.event",
+            "id": _new_id("ftevent-"),
+            "created_at": int(time.time()),
+            "level": level,
+            "message": message,
+            "type": type_,
+            "data": data or {},
+        }
+        self.job(job_id).events.append(event)
+        return event
+
+    def set_status(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        fine_tuned_model: str | None = None,
+        trained_tokens: int | None = None,
+        error: JSON | None = None,
+    ) -> JSON:
+        """Drive a job the way OpenAI's workers would, leaving the same traces behind."""
+        if status not in JOB_STATUSES:
+            raise ValueError(f"not a FineTuningJob status: {status}")
+        job = self.job(job_id)
+        body = job.body
+        body["status"] = status
+        if trained_tokens is not None:
+            body["trained_tokens"] = trained_tokens
+        if fine_tuned_model is not None or status == "succeeded":
+            body["fine_tuned_model"] = fine_tuned_model or job.model_name
+        if status in TERMINAL_STATUSES:
+            job.paused = False
+            body["finished_at"] = int(time.time())
+        if status == "succeeded" and not body["result_files"]:
+            results = self.add_file(
+                "step_metrics.csv", b"step,train_loss\n1,1.0\n", "fine-tune-results"
+            )
+            body["result_files"] = [results["id"]]
+        if status == "failed":
+            body["error"] = error or {
+                "code": "job_failed",
+                "message": "The job failed.",
+                "param": None,
+            }
+        level, message = STATUS_EVENTS[status]
+        self.add_event(job_id, message.format(**body), level)
+        return copy.deepcopy(body)
+
+    def add_checkpoint(
+        self, job_id: str, step_number: int, metrics: dict[str, float] | None = None
+    ) -> JSON:
+        job = self.job(job_id)
+        checkpoint = {
+            "object": "fine_tuning.job.checkpoint",
+            "id": _new_id("ftckpt_"),
+            "created_at": int(time.time()),
+            "fine_tuning_job_id": job_id,
+            "fine_tuned_model_checkpoint": f"{job.model_name}:ckpt-step-{step_number}",
+            "step_number": step_number,
+            "metrics": {"step": float(step_number)} if metrics is None else metrics,
+        }
+        job.checkpoints.append(checkpoint)
+        return copy.deepcopy(checkpoint)
+
+
+STATE_KEY = web.AppKey("fake_openai_state", FakeOpenAIState)
+RECORD_KEY = web.RequestKey("fake_openai_record", RecordedRequest)
+
+
+def _check_type(value: Any, expected: type, param: str) -> None:
+    accepted = (int, float) if expected is float else expected
+    if isinstance(value, bool) or not isinstance(value, accepted):
+        got = "null" if value is None else _TYPE_NAMES.get(type(value), type(value).__name__)
+        raise _bad(
+            f"Invalid type for '{param}': expected {_TYPE_NAMES[expected]}, but got {got} instead.",
+            param,
+            "invalid_type",
+        )
+
+
+def _check_range(value: Any, rng: _Range, param: str) -> None:
+    kind, low, exclusive, high = rng
+    _check_type(value, kind, param)
+    if value < low or (exclusive and value == low) or (high is not None and value > high):
+        bounds = f"{'>' if exclusive else '>='} {low!r}" + (
+            "" if high is None else f" and <= {high!r}"
+        )
+        raise _bad(
+            f"Invalid '{param}': expected a value {bounds}, but got {value} instead.",
+            param,
+            "invalid_value",
+        )
+
+
+def _check_choice(value: Any, choices: Iterable[str], param: str) -> None:
+    if value not in (choices := tuple(choices)):  # a tuple compares unhashable JSON safely
+        raise _bad(
+            f"Invalid value for '{param}': expected one of {list(choices)}, but got {value!r}.",
+            param,
+            "invalid_value",
+        )
+
+
+def _check_hyperparameters(value: Any, method_type: str, param: str) -> None:
+    _check_type(value, dict, param)
+    for key, item in value.items():
+        rng = HYPERPARAMETER_RANGES[method_type].get(key)
+        if key == "reasoning_effort" and method_type == "reinforcement":
+            _check_choice(item, REASONING_EFFORTS, f"{param}.{key}")
+        elif rng is not None and item != "auto":
+            _check_range(item, rng, f"{param}.{key}")
+
+
+def _check_method(method: Any) -> None:
+    _check_type(method, dict, "method")
+    if "type" not in method:
+        raise _bad(
+            "Missing required parameter: 'method.type'.",
+            "method.type",
+            "missing_required_parameter",
+        )
+    kind = method["type"]
+    _check_choice(kind, HYPERPARAMETER_RANGES, "method.type")
+    if (config := method.get(kind)) is None and kind != "reinforcement":
+        return
+    _check_type(config, dict, f"method.{kind}")
+    if "hyperparameters" in config:
+        _check_hyperparameters(config["hyperparameters"], kind, f"method.{kind}.hyperparameters")
+    if kind == "reinforcement":  # FineTuneReinforcementMethod requires a grader
+        _check_type(config.get("grader"), dict, "method.reinforcement.grader")
+        _check_choice(
+            config["grader"].get("type"), GRADER_TYPES, "method.reinforcement.grader.type"
+        )
+
+
+def _check_metadata(metadata: Any) -> None:
+    _check_type(metadata, dict, "metadata")
+    if len(metadata) > 16:
+        raise _bad(
+            f"Invalid 'metadata': too many properties. Expected an object with at most "
+            f"16 properties, but got {len(metadata)} instead.",
+            "metadata",
+            "object_above_max_properties",
+        )
+    for key, value in metadata.items():
+        _check_type(value, str, f"metadata.{key}")
+        if len(key) > 64 or len(value) > 512:
+            raise _bad(
+                "Invalid 'metadata': keys are limited to 64 characters and values to "
+                f"512, but {key[:64]!r} breaks that.",
+                "metadata",
+                "invalid_value",
+            )
+
+
+def _check_integrations(integrations: Any) -> None:
+    _check_type(integrations, list, "integrations")
+    if len(integrations) > 5:  # FineTuningJob.integrations has maxItems 5
+        raise _bad("Invalid 'integrations': at most 5 integrations are allowed.", "integrations")
+    for i, item in enumerate(integrations):
+        _check_type(item, dict, f"integrations[{i}]")
+        _check_choice(item.get("type"), ("wandb",), f"integrations[{i}].type")
+        _check_type(item.get("wandb"), dict, f"integrations[{i}].wandb")
+        _check_type(item["wandb"].get("project"), str, f"integrations[{i}].wandb.project")
+
+
+def _check_file_ref(state: FakeOpenAIState, file_id: Any, param: str) -> None:
+    _check_type(file_id, str, param)
+    if (stored := state.files.get(file_id)) is None:
+        raise _bad(f"invalid {param}: {file_id}", param)
+    if stored.meta["purpose"] != "fine-tune":
+        raise _bad(
+            f"File {file_id} has purpose {stored.meta['purpose']!r}; {param} must be "
+            "uploaded with purpose 'fine-tune'.",
+            param,
+        )
+
+
+def _validate_job_request(state: FakeOpenAIState, body: JSON) -> None:
+    for key in body:
+        if key not in JOB_REQUEST_FIELDS:
+            raise _bad(f"Unrecognized request argument supplied: {key}", key)
+    for key in ("model", "training_file"):
+        if key not in body:
+            raise _bad(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
+    _check_type(body["model"], str, "model")
+    _check_file_ref(state, body["training_file"], "training_file")
+    if body.get("validation_file") is not None:
+        _check_file_ref(state, body["validation_file"], "validation_file")
+    if (suffix := body.get("suffix")) is not None:
+        _check_type(suffix, str, "suffix")
+        if not 1 <= len(suffix) <= 64:
+            raise _bad(
+                f"Invalid 'suffix': expected 1 to 64 characters, but got {len(suffix)}.",
+                "suffix",
+                "invalid_value",
+            )
+    if body.get("seed") is not None:
+        _check_range(body["seed"], (int, 0, False, MAX_SEED), "seed")
+    if "hyperparameters" in body:  # the deprecated top-level form is supervised-only
+        _check_hyperparameters(body["hyperparameters"], "supervised", "hyperparameters")
+    if "method" in body:
+        _check_method(body["method"])
+    if body.get("metadata") is not None:
+        _check_metadata(body["metadata"])
+    if body.get("integrations") is not None:
+        _check_integrations(body["integrations"])
+
+
+def _int_query(request: web.Request, name: str, default: int, high: int | None = None) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _bad(
+            f"Invalid '{name}': expected an integer, but got {raw!r}.", name, "invalid_type"
+        ) from None
+    _check_range(value, (int, 1, False, high), name)
+    return value
+
+
+def _page(
+    items: list[_T],
+    request: web.Request,
+    default_limit: int,
+    ident: Callable[[_T], str],
+    keep: Callable[[_T], bool] = lambda _: True,
+    max_limit: int | None = None,
+) -> tuple[list[_T], bool]:
+    """Cursor pagination over an ordered list. The cursor is located before filtering, so a
+    cursor that the filter would hide still marks a place."""
+    limit = _int_query(request, "limit", default_limit, max_limit)
+    if (after := request.query.get("after")) is not None:
+        ids = [ident(item) for item in items]
+        if after not in ids:
+            raise _bad(f"Invalid 'after': no object with id {after!r} in this list.", "after")
+        items = items[ids.index(after) + 1 :]
+    matching = [item for item in items if keep(item)]
+    return matching[:limit], len(matching) > limit
+
+
+def _list_body(data: list[JSON], has_more: bool, with_ids: bool) -> JSON:
+    body: JSON = {"object": "list", "data": data, "has_more": has_more}
+    if with_ids:
+        body["first_id"] = data[0]["id"] if data else None
+        body["last_id"] = data[-1]["id"] if data else None
+    return body
+
+
+async def _read_upload(request: web.Request) -> tuple[dict[str, str], tuple[str, bytes, str]]:
+    """Stream the multipart body part by part, hashing as it goes, in whatever part order."""
+    record, fields = request[RECORD_KEY], {}
+    upload: tuple[str, bytes, str] | None = None
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise _bad("Nested multipart bodies are not supported.")
+        name = part.name or ""
+        if name != "file" and name not in UPLOAD_FIELDS:
+            raise _bad(f"Unrecognized request argument supplied: {name}", name)
+        if name == "file" and upload is not None:
+            raise _bad("Only one 'file' part is allowed.", "file")
+        digest, content = hashlib.sha256(), bytearray()
+        while chunk := await part.read_chunk():
+            digest.update(chunk)
+            content += chunk
+            if name == "file":
+                record.body_bytes_received += len(chunk)
+            elif len(content) > 65536:
+                raise _bad(f"Form field {name!r} is too large.", name)
+        if name == "file":
+            upload = (part.filename or "file", bytes(content), digest.hexdigest())
+        else:
+            fields[name] = content.decode()
+    record.form = {**fields, **({"filename": upload[0]} if upload else {})}
+    if upload is None:
+        raise _bad("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+    return fields, upload
+
+
+async def _create_file(request: web.Request) -> web.Response:
+    if not request.content_type.startswith("multipart/"):
+        raise _bad("Expected a multipart/form-data request body.")
+    try:
+        fields, (filename, content, sha256) = await _read_upload(request)
+    except (ValueError, AssertionError) as exc:
+        raise _bad(f"Could not parse multipart form: {exc}") from None
+    if (purpose := fields.get("purpose")) is None:
+        raise _bad(
+            "Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter"
+        )
+    if purpose not in FILE_PURPOSES:
+        raise _bad(f"{purpose!r} is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose")
+    now = int(time.time())
+    expires_at = now + EXPIRY_SECONDS[1] if purpose == "batch" else None
+    anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
+    if anchor is not None or seconds is not None:
+        _check_choice(anchor, ("created_at",), "expires_after[anchor]")
+        if seconds is None or not seconds.isdigit():
+            raise _bad(
+                "Invalid 'expires_after[seconds]': expected an integer.",
+                "expires_after[seconds]",
+                "invalid_type",
+            )
+        _check_range(
+            int(seconds),
+            (int, EXPIRY_SECONDS[0], False, EXPIRY_SECONDS[1]),
+            "expires_after[seconds]",
+        )
+        expires_at = now + int(seconds)
+    state = request.app[STATE_KEY]
+    return _json(state.add_file(filename, content, purpose, expires_at, sha256))
+
+
+async def _list_files(request: web.Request) -> web.Response:
+    state, order = request.app[STATE_KEY], request.query.get("order", "desc")
+    _check_choice(order, ("asc", "desc"), "order")
+    ordered = sorted(
+        state.files.values(), key=lambda f: (f.meta["created_at"], f.seq), reverse=order == "desc"
+    )
+    purpose = request.query.get("purpose")
+    page, has_more = _page(
+        ordered,
+        request,
+        10000,
+        lambda f: str(f.meta["id"]),
+        lambda f: purpose is None or f.meta["purpose"] == purpose,
+        10000,
+    )
+    return _json(_list_body([f.meta for f in page], has_more, with_ids=True))
+
+
+async def _get_file(request: web.Request) -> web.Response:
+    return _json(request.app[STATE_KEY].file(request.match_info["file_id"]).meta)
+
+
+async def _file_content(request: web.Request) -> web.Response:
+    content = request.app[STATE_KEY].file(request.match_info["file_id"]).content
+    return web.Response(
+        body=content,
+        content_type="application/octet-stream",
+        headers={"Content-Length": str(len(content))},
+    )
+
+
+async def _delete_file(request: web.Request) -> web.Response:
+    state, file_id = request.app[STATE_KEY], request.match_info["file_id"]
+    del state.files[state.file(file_id).meta["id"]]
+    return _json({"id": file_id, "object": "file", "deleted": True})
+
+
+async def _create_job(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise _bad(
+            "We could not parse the JSON body of your request. (HINT: This likely means "
+            "you aren't using your HTTP library correctly.)"
+        ) from None
+    if not isinstance(body, dict):
+        raise _bad("Invalid request body: expected a JSON object.")
+    _validate_job_request(state, body)
+    job_id, suffix, method = _new_id("ftjob-"), body.get("suffix"), body.get("method")
+    hyper = {"batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": "auto"}
+    method_config = method.get(method["type"]) if method else None
+    source = body.get("hyperparameters") or (method_config or {}).get("hyperparameters") or {}
+    hyper.update({k: v for k, v in source.items() if k in hyper})
+    seed = body["seed"] if body.get("seed") is not None else secrets.randbelow(MAX_SEED)
+    job = {
+        "object": "fine_tuning.job",
+        "id": job_id,
+        "model": body["model"],
+        "created_at": int(time.time()),
+        "finished_at": None,
+        "fine_tuned_model": None,
+        "organization_id": state.organization_id,
+        "result_files": [],
+        "status": "validating_files",
+        "validation_file": body.get("validation_file"),
+        "training_file": body["training_file"],
+        "hyperparameters": hyper,
+        "trained_tokens": None,
+        "error": None,
+        "integrations": body.get("integrations") or [],
+        "seed": seed,
+        "estimated_finish": None,
+        "method": method or {"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        "metadata": body.get("metadata"),
+        "user_provided_suffix": suffix,
+    }
+    model_name = f"ft:{body['model']}:{state.organization_id}:{suffix or ''}:{job_id[6:14]}"
+    state.jobs[job_id] = StoredJob(job, next(state.seq), model_name)
+    state.add_event(job_id, "Created fine-tuning job")
+    return _json(job)
+
+
+def _metadata_filter(request: web.Request) -> Callable[[StoredJob], bool]:
+    """Read the deepObject-style `metadata[k]=v` filter; `metadata=null` means 'has none'."""
+    if request.query.get("metadata") == "null":
+        return lambda job: not job.body["metadata"]
+    wanted = {
+        k[len("metadata[") : -1]: v
+        for k, v in request.query.items()
+        if k.startswith("metadata[") and k.endswith("]")
+    }
+    return lambda job: all((job.body["metadata"] or {}).get(k) == v for k, v in wanted.items())
+
+
+async def _list_jobs(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    newest_first = sorted(
+        state.jobs.values(), key=lambda j: (j.body["created_at"], j.seq), reverse=True
+    )
+    page, has_more = _page(
+        newest_first, request, 20, lambda j: str(j.body["id"]), _metadata_filter(request)
+    )
+    return _json(_list_body([j.body for j in page], has_more, with_ids=False))
+
+
+async def _get_job(request: web.Request) -> web.Response:
+    return _json(request.app[STATE_KEY].job(request.match_info["job_id"]).body)
+
+
+async def _cancel_job(request: web.Request) -> web.Response:
+    state, job_id = request.app[STATE_KEY], request.match_info["job_id"]
+    status = state.job(job_id).body["status"]
+    if status in TERMINAL_STATUSES:
+        word = {"succeeded": "completed", "cancelled": "been cancelled"}.get(status, status)
+        raise _bad(f"Job has already {word}: {job_id}")
+    return _json(state.set_status(job_id, "cancelled"))
+
+
+def _pause_toggle(pause: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Pausing keeps status "running" (the spec's enum has no "paused") and flips a flag."""
+
+    async def handler(request: web.Request) -> web.Response:
+        state, job_id = request.app[STATE_KEY], request.match_info["job_id"]
+        job = state.job(job_id)
+        if pause and (job.body["status"] != "running" or job.paused):
+            why = "already paused" if job.paused else f"{job.body['status']}, not running"
+            raise _bad(f"Job {job_id} cannot be paused: it is {why}.")
+        if not pause and not job.paused:
+            raise _bad(f"Job {job_id} cannot be resumed: it is not paused.")
+        job.paused = pause
+        state.add_event(job_id, f"Fine-tuning job {'paused' if pause else 'resumed'}")
+        return _json(job.body)
+
+    return handler
+
+
+def _job_children(
+    attr: str, default_limit: int, with_ids: bool
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Events and checkpoints page the same way: newest first, cursor is a child id."""
+
+    async def handler(request: web.Request) -> web.Response:
+        job = request.app[STATE_KEY].job(request.match_info["job_id"])
+        items: list[JSON] = getattr(job, attr)[::-1]
+        page, has_more = _page(items, request, default_limit, lambda item: str(item["id"]))
+        return _json(_list_body(page, has_more, with_ids))
+
+    return handler
+
+
+def _mask(key: str) -> str:
+    return f"{key[:5]}***{key[-2:]}" if len(key) >= 12 else "***"
+
+
+@web.middleware
+async def _upstream_middleware(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    """Record, then misbehave if asked, then authenticate: tests must see every request,
+    including those the fake refused."""
+    state = request.app[STATE_KEY]
+    record = RecordedRequest(
+        request.method,
+        request.path,
+        dict(request.query.items()),
+        {k.lower(): v for k, v in request.headers.items()},
+    )
+    state.requests.append(record)
+    request[RECORD_KEY] = record
+    try:
+        if request.content_type == "application/json" and request.can_read_body:
+            raw = await request.read()
+            record.body_bytes_received = len(raw)
+            try:
+                record.json = json.loads(raw)
+            except ValueError:
+                record.json = None
+        if state.stalls:
+            await asyncio.sleep(state.stalls.popleft())
+        if state.faults:
+            status, body, headers = state.faults.popleft()
+            while chunk := await request.content.readany():  # drain, as a real server would
+                record.body_bytes_received += len(chunk)
+            if isinstance(body, bytes):
+                return web.Response(status=status, body=body, headers=headers)
+            if body is not None:
+                return _json(body, status, headers)
+            return ApiError(
+                status,
+                "The server had an error while processing your request. Sorry about that!",
+                type_="server_error",
+            ).response(headers)
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(
+                401,
+                "You didn't provide an API key. You need to provide your API key "
+                "in an Authorization header using Bearer auth (i.e. Authorization: "
+                "Bearer YOUR_KEY).",
+                code="invalid_api_key",
+            )
+        if key.strip() not in state.api_keys:
+            raise ApiError(
+                401,
+                f"Incorrect API key provided: {_mask(key.strip())}. You can find "
+                "your API key at https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:  # unknown route, wrong method, body too large
+        message = (
+            f"Invalid URL ({request.method} {request.path})"
+            if exc.status in (404, 405)
+            else exc.reason
+        )
+        return ApiError(exc.status, message).response()
+
+
+def make_app(state: FakeOpenAIState) -> web.Application:
+    """Build the fake as an app so tests can serve it with aiohttp's test server or any runner."""
+    app = web.Application(middlewares=[_upstream_middleware])
+    app[STATE_KEY] = state
+    jobs, job = "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{job_id}"
+    app.add_routes(
+        [
+            web.post("/v1/files", _create_file),
+            web.get("/v1/files", _list_files),
+            web.get("/v1/files/{file_id}", _get_file),
+            web.delete("/v1/files/{file_id}", _delete_file),
+            web.get("/v1/files/{file_id}/content", _file_content),
+            web.post(jobs, _create_job),
+            web.get(jobs, _list_jobs),
+            web.get(job, _get_job),
+            web.post(f"{job}/cancel", _cancel_job),
+            web.post(f"{job}/pause", _pause_toggle(pause=True)),
+            web.post(f"{job}/resume", _pause_toggle(pause=False)),
+            web.get(f"{job}/events", _job_children("events", 20, with_ids=False)),
+            web.get(f"{job}/checkpoints", _job_children("checkpoints", 10, with_ids=True)),
+        ]
+    )
+    return app
