@@ -28,8 +28,8 @@ run: $(VENV)/.installed
 	$(BIN)/finetune-gateway serve --config config.example.toml
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check gateway plugins tests
-	$(BIN)/ruff format --check gateway plugins tests
+	$(BIN)/ruff check gateway plugins tests bench
+	$(BIN)/ruff format --check gateway plugins tests bench
 	$(BIN)/mypy
 
 test: lint

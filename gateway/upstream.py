@@ -66,7 +66,7 @@ def upstream_error(
     if status in (401, 403) and not caller_credentials:
         return UpstreamError(
             f"{provider} refused the gateway's configured credentials ({status}): {message}",
-            code=code or "upstream_auth_failed",
+            code="upstream_auth_failed",
         )
     if status >= 500 or status < 400:
         return UpstreamError(

@@ -48,9 +48,32 @@ class _UploadBody:
             raise self.failure
 
     async def stream(self, part: BodyPartReader) -> AsyncIterator[bytes]:
-        while chunk := await part.read_chunk(_CHUNK):
+        while True:
+            try:
+                chunk = await part.read_chunk(_CHUNK)
+            except ValueError as exc:  # aiohttp's word for a broken multipart body
+                self.failure = _malformed(exc)
+                raise self.failure from None
+            if not chunk:
+                if not part.at_eof():
+                    # The body ended before the part's closing boundary: a truncated
+                    # upload must not reach the provider as if it were whole.
+                    self.failure = _malformed(ValueError("the file part is not terminated"))
+                    raise self.failure
+                return
             self.count(chunk)
             yield chunk
+
+
+def _malformed(exc: ValueError) -> BadRequest:
+    return BadRequest(f"Malformed multipart body: {exc}", param="file", code="invalid_multipart")
+
+
+async def _next_part(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
+    try:
+        return await reader.next()
+    except ValueError as exc:
+        raise _malformed(exc) from None
 
 
 async def upload_file(request: web.Request) -> web.Response:
@@ -73,11 +96,14 @@ async def upload_file(request: web.Request) -> web.Response:
 
 
 async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -> web.Response:
-    reader = await request.multipart()
+    try:
+        reader = await request.multipart()
+    except ValueError as exc:
+        raise _malformed(exc) from None
     fields: list[tuple[str, str]] = []
     spool: IO[bytes] | None = None
     try:
-        while (part := await reader.next()) is not None:
+        while (part := await _next_part(reader)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("Nested multipart bodies are not accepted", param="file")
             if part.name != "file":
@@ -142,7 +168,7 @@ async def _send(
 
 async def _trailing_fields(reader: MultipartReader) -> list[str]:
     names: list[str] = []
-    while (part := await reader.next()) is not None:
+    while (part := await _next_part(reader)) is not None:
         names.append(part.name or "(unnamed)" if isinstance(part, BodyPartReader) else "(nested)")
         await part.release()
     return names
@@ -168,7 +194,13 @@ def _purpose(fields: list[tuple[str, str]]) -> str | None:
 
 async def _field_text(part: BodyPartReader) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(8192):
+    while True:
+        try:
+            chunk = await part.read_chunk(8192)
+        except ValueError as exc:
+            raise _malformed(exc) from None
+        if not chunk:
+            break
         data += chunk
         if len(data) > _MAX_FIELD_BYTES:
             raise BadRequest(f"Form field '{part.name}' is too long", param=part.name)
