@@ -131,17 +131,24 @@ def load_config(path: str | Path, registry: Registry, env: dict[str, str] | None
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     return parse_config(raw, registry, os.environ if env is None else env)
 
 
 def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
+    secret_problems: list[str] = []
+    resolved = _resolve_secrets(raw, "", env, secret_problems)
     problems: list[str] = []
-    resolved = _resolve_secrets(raw, "", env, problems)
-    top = _convert(resolved, _FileConfig, "", problems)
-    if top is None:
-        raise ConfigError(problems)
+    # Section by section, so a mistake in one does not hide those in the others.
+    sections: dict[str, Any] = {}
+    for key, value in resolved.items():
+        part = _convert({key: value}, _FileConfig, "", problems)
+        if part is not None:
+            sections[key] = getattr(part, key)
+    top = _FileConfig(**sections)
     _check_allowlist(top.routing.custom_host_allowlist, problems)
 
     virtual_keys: dict[str, VirtualKey] = {}
@@ -172,6 +179,9 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         if named is not None:
             configs[name] = named
 
+    # A value an unset variable left empty fails its own checks too: report it once.
+    unset = {p.partition(": ")[0] for p in secret_problems}
+    problems = secret_problems + [p for p in problems if p.partition(": ")[0] not in unset]
     if problems:
         raise ConfigError(problems)
     return Config(
