@@ -1,9 +1,9 @@
 """A stateful, in-memory stand-in for OpenAI's files and fine-tuning HTTP API.
 
 Gateway tests need an upstream that rejects what OpenAI rejects and answers in OpenAI's
-exact shapes, so that a gateway bug fails a test instead of surfacing in production. The
-enums, ranges and required fields below are copied from OpenAI's OpenAPI spec (version
-2.3.0) rather than read from it, because checkouts that run these tests do not carry it.
+exact shapes, so that a gateway bug fails a test instead of surfacing in production. What
+OpenAI's spec refuses is in ``openai_rules``; this module holds the state, the routes and
+the knobs tests turn (faults, stalls, lifecycle).
 """
 
 from __future__ import annotations
@@ -21,67 +21,27 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
 from aiohttp import BodyPartReader, web
 
-DEFAULT_API_KEYS = frozenset({"sk-test-upstream"})
-# CreateFileRequest.purpose; wider than OpenAIFile.purpose, which lacks "evals".
-FILE_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
-UPLOAD_FIELDS = frozenset({"purpose", "expires_after[anchor]", "expires_after[seconds]"})
-EXPIRY_SECONDS = (3600, 2592000)  # FileExpirationAfter.seconds; also the batch default
-JOB_STATUSES = ("validating_files", "queued", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-JOB_REQUEST_FIELDS = frozenset(
-    {
-        "model",
-        "training_file",
-        "hyperparameters",
-        "suffix",
-        "validation_file",
-        "integrations",
-        "seed",
-        "method",
-        "metadata",
-    }
+from tests.fakes.openai_rules import (
+    EXPIRY_SECONDS,
+    FILE_PURPOSES,
+    JOB_STATUSES,
+    JSON,
+    MAX_SEED,
+    STATUS_EVENTS,
+    TERMINAL_STATUSES,
+    UPLOAD_FIELDS,
+    ApiError,
+    bad,
+    check_choice,
+    check_range,
+    json_response,
+    validate_job_request,
 )
-# (python type, minimum, minimum is exclusive, maximum); the string "auto" is always allowed.
-_Range = tuple[type, float, bool, float | None]
-_COMMON_HP: dict[str, _Range] = {
-    "batch_size": (int, 1, False, 256),
-    "learning_rate_multiplier": (float, 0, True, None),
-    "n_epochs": (int, 1, False, 50),
-}
-HYPERPARAMETER_RANGES: dict[str, dict[str, _Range]] = {
-    "supervised": _COMMON_HP,
-    "dpo": {**_COMMON_HP, "beta": (float, 0, True, 2)},
-    "reinforcement": {
-        **_COMMON_HP,
-        "compute_multiplier": (float, 1e-05, True, 10),
-        "eval_interval": (int, 1, False, None),
-        "eval_samples": (int, 1, False, None),
-    },
-}
-REASONING_EFFORTS = ("default", "low", "medium", "high")
-GRADER_TYPES = ("string_check", "text_similarity", "python", "score_model", "multi")
-MAX_SEED = 2147483647
-STATUS_EVENTS = {
-    "validating_files": ("info", "Validating training file: {training_file}"),
-    "queued": ("info", "Files validated, moving job to queued state"),
-    "running": ("info", "Job started"),
-    "succeeded": ("info", "The job has successfully completed"),
-    "failed": ("error", "The job failed"),
-    "cancelled": ("info", "Job cancelled"),
-}
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    float: "a number",
-    dict: "an object",
-    list: "an array",
-    bool: "a boolean",
-}
+
+DEFAULT_API_KEYS = frozenset({"sk-test-upstream"})
 _T = TypeVar("_T")
-JSON = dict[str, Any]
 
 
 def _new_id(prefix: str) -> str:
@@ -119,38 +79,6 @@ class StoredJob:
     paused: bool = False
     events: list[JSON] = field(default_factory=list)
     checkpoints: list[JSON] = field(default_factory=list)
-
-
-class ApiError(Exception):
-    """Raised anywhere while handling so that every failure leaves in OpenAI's envelope."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        param: str | None = None,
-        code: str | None = None,
-        type_: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.error = {"message": message, "type": type_, "param": param, "code": code}
-
-    def response(self, headers: dict[str, str] | None = None) -> web.Response:
-        return _json({"error": self.error}, self.status, headers)
-
-
-def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
-    return ApiError(400, message, param, code)
-
-
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(
-        status=status,
-        body=msgspec.json.encode(payload),
-        content_type="application/json",
-        headers=headers,
-    )
 
 
 class FakeOpenAIState:
@@ -298,146 +226,6 @@ STATE_KEY = web.AppKey("fake_openai_state", FakeOpenAIState)
 RECORD_KEY = web.RequestKey("fake_openai_record", RecordedRequest)
 
 
-def _check_type(value: Any, expected: type, param: str) -> None:
-    accepted = (int, float) if expected is float else expected
-    if isinstance(value, bool) or not isinstance(value, accepted):
-        got = "null" if value is None else _TYPE_NAMES.get(type(value), type(value).__name__)
-        raise _bad(
-            f"Invalid type for '{param}': expected {_TYPE_NAMES[expected]}, but got {got} instead.",
-            param,
-            "invalid_type",
-        )
-
-
-def _check_range(value: Any, rng: _Range, param: str) -> None:
-    kind, low, exclusive, high = rng
-    _check_type(value, kind, param)
-    if value < low or (exclusive and value == low) or (high is not None and value > high):
-        bounds = f"{'>' if exclusive else '>='} {low!r}" + (
-            "" if high is None else f" and <= {high!r}"
-        )
-        raise _bad(
-            f"Invalid '{param}': expected a value {bounds}, but got {value} instead.",
-            param,
-            "invalid_value",
-        )
-
-
-def _check_choice(value: Any, choices: Iterable[str], param: str) -> None:
-    if value not in (choices := tuple(choices)):  # a tuple compares unhashable JSON safely
-        raise _bad(
-            f"Invalid value for '{param}': expected one of {list(choices)}, but got {value!r}.",
-            param,
-            "invalid_value",
-        )
-
-
-def _check_hyperparameters(value: Any, method_type: str, param: str) -> None:
-    _check_type(value, dict, param)
-    for key, item in value.items():
-        rng = HYPERPARAMETER_RANGES[method_type].get(key)
-        if key == "reasoning_effort" and method_type == "reinforcement":
-            _check_choice(item, REASONING_EFFORTS, f"{param}.{key}")
-        elif rng is not None and item != "auto":
-            _check_range(item, rng, f"{param}.{key}")
-
-
-def _check_method(method: Any) -> None:
-    _check_type(method, dict, "method")
-    if "type" not in method:
-        raise _bad(
-            "Missing required parameter: 'method.type'.",
-            "method.type",
-            "missing_required_parameter",
-        )
-    kind = method["type"]
-    _check_choice(kind, HYPERPARAMETER_RANGES, "method.type")
-    if (config := method.get(kind)) is None and kind != "reinforcement":
-        return
-    _check_type(config, dict, f"method.{kind}")
-    if "hyperparameters" in config:
-        _check_hyperparameters(config["hyperparameters"], kind, f"method.{kind}.hyperparameters")
-    if kind == "reinforcement":  # FineTuneReinforcementMethod requires a grader
-        _check_type(config.get("grader"), dict, "method.reinforcement.grader")
-        _check_choice(
-            config["grader"].get("type"), GRADER_TYPES, "method.reinforcement.grader.type"
-        )
-
-
-def _check_metadata(metadata: Any) -> None:
-    _check_type(metadata, dict, "metadata")
-    if len(metadata) > 16:
-        raise _bad(
-            f"Invalid 'metadata': too many properties. Expected an object with at most "
-            f"16 properties, but got {len(metadata)} instead.",
-            "metadata",
-            "object_above_max_properties",
-        )
-    for key, value in metadata.items():
-        _check_type(value, str, f"metadata.{key}")
-        if len(key) > 64 or len(value) > 512:
-            raise _bad(
-                "Invalid 'metadata': keys are limited to 64 characters and values to "
-                f"512, but {key[:64]!r} breaks that.",
-                "metadata",
-                "invalid_value",
-            )
-
-
-def _check_integrations(integrations: Any) -> None:
-    _check_type(integrations, list, "integrations")
-    if len(integrations) > 5:  # FineTuningJob.integrations has maxItems 5
-        raise _bad("Invalid 'integrations': at most 5 integrations are allowed.", "integrations")
-    for i, item in enumerate(integrations):
-        _check_type(item, dict, f"integrations[{i}]")
-        _check_choice(item.get("type"), ("wandb",), f"integrations[{i}].type")
-        _check_type(item.get("wandb"), dict, f"integrations[{i}].wandb")
-        _check_type(item["wandb"].get("project"), str, f"integrations[{i}].wandb.project")
-
-
-def _check_file_ref(state: FakeOpenAIState, file_id: Any, param: str) -> None:
-    _check_type(file_id, str, param)
-    if (stored := state.files.get(file_id)) is None:
-        raise _bad(f"invalid {param}: {file_id}", param)
-    if stored.meta["purpose"] != "fine-tune":
-        raise _bad(
-            f"File {file_id} has purpose {stored.meta['purpose']!r}; {param} must be "
-            "uploaded with purpose 'fine-tune'.",
-            param,
-        )
-
-
-def _validate_job_request(state: FakeOpenAIState, body: JSON) -> None:
-    for key in body:
-        if key not in JOB_REQUEST_FIELDS:
-            raise _bad(f"Unrecognized request argument supplied: {key}", key)
-    for key in ("model", "training_file"):
-        if key not in body:
-            raise _bad(f"Missing required parameter: '{key}'.", key, "missing_required_parameter")
-    _check_type(body["model"], str, "model")
-    _check_file_ref(state, body["training_file"], "training_file")
-    if body.get("validation_file") is not None:
-        _check_file_ref(state, body["validation_file"], "validation_file")
-    if (suffix := body.get("suffix")) is not None:
-        _check_type(suffix, str, "suffix")
-        if not 1 <= len(suffix) <= 64:
-            raise _bad(
-                f"Invalid 'suffix': expected 1 to 64 characters, but got {len(suffix)}.",
-                "suffix",
-                "invalid_value",
-            )
-    if body.get("seed") is not None:
-        _check_range(body["seed"], (int, 0, False, MAX_SEED), "seed")
-    if "hyperparameters" in body:  # the deprecated top-level form is supervised-only
-        _check_hyperparameters(body["hyperparameters"], "supervised", "hyperparameters")
-    if "method" in body:
-        _check_method(body["method"])
-    if body.get("metadata") is not None:
-        _check_metadata(body["metadata"])
-    if body.get("integrations") is not None:
-        _check_integrations(body["integrations"])
-
-
 def _int_query(request: web.Request, name: str, default: int, high: int | None = None) -> int:
     raw = request.query.get(name)
     if raw is None:
@@ -445,10 +233,10 @@ def _int_query(request: web.Request, name: str, default: int, high: int | None =
     try:
         value = int(raw)
     except ValueError:
-        raise _bad(
+        raise bad(
             f"Invalid '{name}': expected an integer, but got {raw!r}.", name, "invalid_type"
         ) from None
-    _check_range(value, (int, 1, False, high), name)
+    check_range(value, (int, 1, False, high), name)
     return value
 
 
@@ -466,7 +254,7 @@ def _page(
     if (after := request.query.get("after")) is not None:
         ids = [ident(item) for item in items]
         if after not in ids:
-            raise _bad(f"Invalid 'after': no object with id {after!r} in this list.", "after")
+            raise bad(f"Invalid 'after': no object with id {after!r} in this list.", "after")
         items = items[ids.index(after) + 1 :]
     matching = [item for item in items if keep(item)]
     return matching[:limit], len(matching) > limit
@@ -487,12 +275,12 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], tuple[str,
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
-            raise _bad("Nested multipart bodies are not supported.")
+            raise bad("Nested multipart bodies are not supported.")
         name = part.name or ""
         if name != "file" and name not in UPLOAD_FIELDS:
-            raise _bad(f"Unrecognized request argument supplied: {name}", name)
+            raise bad(f"Unrecognized request argument supplied: {name}", name)
         if name == "file" and upload is not None:
-            raise _bad("Only one 'file' part is allowed.", "file")
+            raise bad("Only one 'file' part is allowed.", "file")
         digest, content = hashlib.sha256(), bytearray()
         while chunk := await part.read_chunk():
             digest.update(chunk)
@@ -500,54 +288,52 @@ async def _read_upload(request: web.Request) -> tuple[dict[str, str], tuple[str,
             if name == "file":
                 record.body_bytes_received += len(chunk)
             elif len(content) > 65536:
-                raise _bad(f"Form field {name!r} is too large.", name)
+                raise bad(f"Form field {name!r} is too large.", name)
         if name == "file":
             upload = (part.filename or "file", bytes(content), digest.hexdigest())
         else:
             fields[name] = content.decode()
     record.form = {**fields, **({"filename": upload[0]} if upload else {})}
     if upload is None:
-        raise _bad("Missing required parameter: 'file'.", "file", "missing_required_parameter")
+        raise bad("Missing required parameter: 'file'.", "file", "missing_required_parameter")
     return fields, upload
 
 
 async def _create_file(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
-        raise _bad("Expected a multipart/form-data request body.")
+        raise bad("Expected a multipart/form-data request body.")
     try:
         fields, (filename, content, sha256) = await _read_upload(request)
     except (ValueError, AssertionError) as exc:
-        raise _bad(f"Could not parse multipart form: {exc}") from None
+        raise bad(f"Could not parse multipart form: {exc}") from None
     if (purpose := fields.get("purpose")) is None:
-        raise _bad(
-            "Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter"
-        )
+        raise bad("Missing required parameter: 'purpose'.", "purpose", "missing_required_parameter")
     if purpose not in FILE_PURPOSES:
-        raise _bad(f"{purpose!r} is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose")
+        raise bad(f"{purpose!r} is not one of {list(FILE_PURPOSES)} - 'purpose'", "purpose")
     now = int(time.time())
     expires_at = now + EXPIRY_SECONDS[1] if purpose == "batch" else None
     anchor, seconds = fields.get("expires_after[anchor]"), fields.get("expires_after[seconds]")
     if anchor is not None or seconds is not None:
-        _check_choice(anchor, ("created_at",), "expires_after[anchor]")
+        check_choice(anchor, ("created_at",), "expires_after[anchor]")
         if seconds is None or not seconds.isdigit():
-            raise _bad(
+            raise bad(
                 "Invalid 'expires_after[seconds]': expected an integer.",
                 "expires_after[seconds]",
                 "invalid_type",
             )
-        _check_range(
+        check_range(
             int(seconds),
             (int, EXPIRY_SECONDS[0], False, EXPIRY_SECONDS[1]),
             "expires_after[seconds]",
         )
         expires_at = now + int(seconds)
     state = request.app[STATE_KEY]
-    return _json(state.add_file(filename, content, purpose, expires_at, sha256))
+    return json_response(state.add_file(filename, content, purpose, expires_at, sha256))
 
 
 async def _list_files(request: web.Request) -> web.Response:
     state, order = request.app[STATE_KEY], request.query.get("order", "desc")
-    _check_choice(order, ("asc", "desc"), "order")
+    check_choice(order, ("asc", "desc"), "order")
     ordered = sorted(
         state.files.values(), key=lambda f: (f.meta["created_at"], f.seq), reverse=order == "desc"
     )
@@ -560,11 +346,11 @@ async def _list_files(request: web.Request) -> web.Response:
         lambda f: purpose is None or f.meta["purpose"] == purpose,
         10000,
     )
-    return _json(_list_body([f.meta for f in page], has_more, with_ids=True))
+    return json_response(_list_body([f.meta for f in page], has_more, with_ids=True))
 
 
 async def _get_file(request: web.Request) -> web.Response:
-    return _json(request.app[STATE_KEY].file(request.match_info["file_id"]).meta)
+    return json_response(request.app[STATE_KEY].file(request.match_info["file_id"]).meta)
 
 
 async def _file_content(request: web.Request) -> web.Response:
@@ -579,7 +365,7 @@ async def _file_content(request: web.Request) -> web.Response:
 async def _delete_file(request: web.Request) -> web.Response:
     state, file_id = request.app[STATE_KEY], request.match_info["file_id"]
     del state.files[state.file(file_id).meta["id"]]
-    return _json({"id": file_id, "object": "file", "deleted": True})
+    return json_response({"id": file_id, "object": "file", "deleted": True})
 
 
 async def _create_job(request: web.Request) -> web.Response:
@@ -587,13 +373,13 @@ async def _create_job(request: web.Request) -> web.Response:
     try:
         body = json.loads(await request.read())
     except ValueError:
-        raise _bad(
+        raise bad(
             "We could not parse the JSON body of your request. (HINT: This likely means "
             "you aren't using your HTTP library correctly.)"
         ) from None
     if not isinstance(body, dict):
-        raise _bad("Invalid request body: expected a JSON object.")
-    _validate_job_request(state, body)
+        raise bad("Invalid request body: expected a JSON object.")
+    validate_job_request(state.files, body)
     job_id, suffix, method = _new_id("ftjob-"), body.get("suffix"), body.get("method")
     hyper = {"batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": "auto"}
     method_config = method.get(method["type"]) if method else None
@@ -625,7 +411,7 @@ async def _create_job(request: web.Request) -> web.Response:
     model_name = f"ft:{body['model']}:{state.organization_id}:{suffix or ''}:{job_id[6:14]}"
     state.jobs[job_id] = StoredJob(job, next(state.seq), model_name)
     state.add_event(job_id, "Created fine-tuning job")
-    return _json(job)
+    return json_response(job)
 
 
 def _metadata_filter(request: web.Request) -> Callable[[StoredJob], bool]:
@@ -648,11 +434,11 @@ async def _list_jobs(request: web.Request) -> web.Response:
     page, has_more = _page(
         newest_first, request, 20, lambda j: str(j.body["id"]), _metadata_filter(request)
     )
-    return _json(_list_body([j.body for j in page], has_more, with_ids=False))
+    return json_response(_list_body([j.body for j in page], has_more, with_ids=False))
 
 
 async def _get_job(request: web.Request) -> web.Response:
-    return _json(request.app[STATE_KEY].job(request.match_info["job_id"]).body)
+    return json_response(request.app[STATE_KEY].job(request.match_info["job_id"]).body)
 
 
 async def _cancel_job(request: web.Request) -> web.Response:
@@ -660,8 +446,8 @@ async def _cancel_job(request: web.Request) -> web.Response:
     status = state.job(job_id).body["status"]
     if status in TERMINAL_STATUSES:
         word = {"succeeded": "completed", "cancelled": "been cancelled"}.get(status, status)
-        raise _bad(f"Job has already {word}: {job_id}")
-    return _json(state.set_status(job_id, "cancelled"))
+        raise bad(f"Job has already {word}: {job_id}")
+    return json_response(state.set_status(job_id, "cancelled"))
 
 
 def _pause_toggle(pause: bool) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -672,12 +458,12 @@ def _pause_toggle(pause: bool) -> Callable[[web.Request], Awaitable[web.Response
         job = state.job(job_id)
         if pause and (job.body["status"] != "running" or job.paused):
             why = "already paused" if job.paused else f"{job.body['status']}, not running"
-            raise _bad(f"Job {job_id} cannot be paused: it is {why}.")
+            raise bad(f"Job {job_id} cannot be paused: it is {why}.")
         if not pause and not job.paused:
-            raise _bad(f"Job {job_id} cannot be resumed: it is not paused.")
+            raise bad(f"Job {job_id} cannot be resumed: it is not paused.")
         job.paused = pause
         state.add_event(job_id, f"Fine-tuning job {'paused' if pause else 'resumed'}")
-        return _json(job.body)
+        return json_response(job.body)
 
     return handler
 
@@ -691,7 +477,7 @@ def _job_children(
         job = request.app[STATE_KEY].job(request.match_info["job_id"])
         items: list[JSON] = getattr(job, attr)[::-1]
         page, has_more = _page(items, request, default_limit, lambda item: str(item["id"]))
-        return _json(_list_body(page, has_more, with_ids))
+        return json_response(_list_body(page, has_more, with_ids))
 
     return handler
 
@@ -733,7 +519,7 @@ async def _upstream_middleware(
             if isinstance(body, bytes):
                 return web.Response(status=status, body=body, headers=headers)
             if body is not None:
-                return _json(body, status, headers)
+                return json_response(body, status, headers)
             return ApiError(
                 status,
                 "The server had an error while processing your request. Sorry about that!",
