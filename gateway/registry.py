@@ -59,7 +59,7 @@ class Registry:
             dist_name, version = _distribution_of(ep)
             try:
                 provider = _load_checked(ep)
-            except Exception as exc:  # a plugin's import can raise anything; report, go on
+            except (Exception, SystemExit) as exc:  # a plugin's import can raise anything
                 broken.append(BrokenPlugin(ep.name, dist_name, version, _describe(exc)))
                 continue
             names = (provider.slug, *provider.aliases)
@@ -96,8 +96,10 @@ class Registry:
         )
 
 
-def _ep_key(ep: importlib.metadata.EntryPoint) -> str:
-    return ep.name
+def _ep_key(ep: importlib.metadata.EntryPoint) -> tuple[str, str, str]:
+    # By distribution too: when two claim one slug, the same one wins on every machine,
+    # not whichever the file system happens to list first.
+    return ep.name, _distribution_of(ep)[0].lower(), ep.value
 
 
 def _distribution_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
@@ -116,6 +118,9 @@ def _load_checked(ep: importlib.metadata.EntryPoint) -> type[Provider]:
             f"{ep.value}.slug is {getattr(obj, 'slug', None)!r}, but the entry point is "
             f"named {ep.name!r}: they must match"
         )
+    aliases = getattr(obj, "aliases", ())
+    if not (isinstance(aliases, tuple) and all(isinstance(a, str) for a in aliases)):
+        raise TypeError(f"{ep.value}.aliases must be a tuple of strings")
     settings = getattr(obj, "Settings", None)
     if not (isinstance(settings, type) and issubclass(settings, ProviderSettings)):
         raise TypeError(f"{ep.value}.Settings is not a subclass of ProviderSettings")
