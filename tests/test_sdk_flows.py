@@ -145,8 +145,21 @@ async def test_sdk_async_flow_with_portkey_provider_headers(stack: Stack) -> Non
     assert (await client.fine_tuning.jobs.retrieve(job.id)).id == job.id
     ids = [j.id async for j in client.fine_tuning.jobs.list(limit=1)]
     assert ids == [job.id]
-    events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id)]
-    assert events, "the creation event is listed"
+    stack.upstream.set_status(job.id, "running")
+    await client.fine_tuning.jobs.pause(job.id)
+    assert (await client.fine_tuning.jobs.resume(job.id)).status == "running"
+    stack.upstream.add_checkpoint(job.id, 5)
+    steps = [c.step_number async for c in client.fine_tuning.jobs.checkpoints.list(job.id)]
+    assert steps == [5]
+    events = [e.message async for e in client.fine_tuning.jobs.list_events(job.id, limit=1)]
+    assert events == [  # auto-paging one event at a time yields each once, newest first
+        "Fine-tuning job resumed",
+        "Fine-tuning job paused",
+        "Job started",
+        "Created fine-tuning job",
+    ]
+    assert [f.id async for f in client.files.list()] == [uploaded.id]
+    assert (await client.files.retrieve(uploaded.id)).bytes == len(TRAINING_JSONL)
     assert (await client.files.content(uploaded.id)).content == TRAINING_JSONL
     assert (await client.fine_tuning.jobs.cancel(job.id)).status == "cancelled"
     assert (await client.files.delete(uploaded.id)).deleted

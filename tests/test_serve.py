@@ -1,0 +1,129 @@
+"""``finetune-gateway serve`` as a user runs it: the README's setup, signals, the pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+
+from gateway.pool import ProviderPool
+from gateway.provider import Provider, ProviderSettings
+from gateway.routing import Target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_serve_example_config_with_empty_environment_then_sigterm() -> None:
+    port = _free_port()
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            "config.example.toml",
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/health")
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "serve did not answer /health"
+                time.sleep(0.05)
+        assert (status, body) == (200, {"status": "ok"})
+        # No gateway key needed; credentials in headers accepted; no provider: a clear 400.
+        status, body = _get(f"http://127.0.0.1:{port}/v1/fine_tuning/jobs")
+        assert status == 400 and body["error"]["param"] == "x-portkey-provider"
+        # Custom hosts only on loopback.
+        status, body = _get(
+            f"http://127.0.0.1:{port}/v1/fine_tuning/jobs",
+            {
+                "x-portkey-provider": "openai",
+                "Authorization": "Bearer sk-x",
+                "x-portkey-custom-host": "http://169.254.169.254/",
+            },
+        )
+        assert status == 400 and body["error"]["code"] == "custom_host_not_allowed"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(10)
+    stderr = process.stderr.read() if process.stderr else ""
+    assert code == 0, stderr
+    assert f"http://127.0.0.1:{port}" in stderr and "Traceback" not in stderr
+    assert stderr.count("finetune_gateway.access") == 3
+
+
+class _Settings(ProviderSettings, frozen=True, kw_only=True):
+    name: str = ""
+
+
+class _Counting(Provider):
+    slug: ClassVar[str] = "counting"
+    Settings: ClassVar[type[ProviderSettings]] = _Settings
+    closed: ClassVar[list[str]] = []
+
+    @classmethod
+    def settings_from_headers(cls, headers: Any) -> ProviderSettings:
+        return _Settings()
+
+    async def close(self) -> None:
+        self.closed.append(self.settings.name)
+
+
+def _target(name: str) -> Target:
+    return Target(_Counting, _Settings(name=name), caller_credentials=False)
+
+
+async def test_pool_reuses_equal_settings_and_closes_evicted_only_when_idle() -> None:
+    _Counting.closed.clear()
+    async with aiohttp.ClientSession() as http:
+        pool = ProviderPool(http, max_size=2)
+        async with pool.use(_target("a")) as first, pool.use(_target("a")) as again:
+            assert first is again
+            # Two more settings push "a" out while a request still holds it.
+            async with pool.use(_target("b")), pool.use(_target("c")):
+                assert _Counting.closed == []
+            assert _Counting.closed == []
+        # Released by its last user: now it is closed.
+        assert _Counting.closed == ["a"]
+        async with pool.use(_target("d")):
+            assert _Counting.closed == ["a", "b"]
+        await pool.close()
+        assert sorted(_Counting.closed) == ["a", "b", "c", "d"]
