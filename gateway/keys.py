@@ -21,3 +21,6 @@ REQUEST_ID = web.RequestKey("request_id", str)
 GATEWAY_KEY = web.RequestKey("gateway_key", GatewayKey)
 PROVIDER = web.RequestKey("provider", str)
 UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
+# Set once a streamed response has sent its headers: an error after that cannot become
+# an error response, and the connection is cut instead so the client sees a short body.
+STREAM_STARTED = web.RequestKey("stream_started", bool)

@@ -71,20 +71,26 @@ def _log_access(request: web.Request, status: int, seconds: float) -> None:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
-    except GatewayError as exc:
-        response = render_error(exc)
-    except web.HTTPException as exc:
+        return await handler(request)
+    except web.HTTPException as exc:  # aiohttp's own: unknown path, wrong method, ...
         if exc.status < 400:
             raise
-        response = render_error(_from_http_exception(exc))
-    except Exception:
+        error: GatewayError = _from_http_exception(exc)
+    except Exception as exc:
         request_id = request[keys.REQUEST_ID]
-        error_log.exception("unhandled error in request %s", request_id)
-        response = render_error(
-            InternalError(f"The gateway failed to handle this request (request id {request_id})")
-        )
-    return response
+        if request.get(keys.STREAM_STARTED):
+            # Headers are out: no error response can follow. Re-raising makes aiohttp cut
+            # the connection, so the client sees a short body instead of a complete one.
+            error_log.warning("request %s failed mid-stream: %s", request_id, type(exc).__name__)
+            raise
+        if isinstance(exc, GatewayError):
+            error = exc
+        else:
+            error_log.exception("unhandled error in request %s", request_id)
+            error = InternalError(
+                f"The gateway failed to handle this request (request id {request_id})"
+            )
+    return render_error(error)
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

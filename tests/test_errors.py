@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from tests.conftest import (
     GATEWAY_KEY,
@@ -409,4 +410,39 @@ async def test_malformed_upload_is_400_and_nothing_is_kept(
         assert response.status == 400, await response.text()
         assert (await response.json())["error"]["param"] == "file"
     assert stack.upstream.files == {}
+    assert await asyncio.to_thread(_health, stack) == 200
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
+async def test_download_cut_mid_stream_upstream_is_an_incomplete_body_for_the_client(
+    stack: Stack, with_length: bool
+) -> None:
+    """Headers are sent before the upstream fails: the client must see a short body."""
+
+    async def breaking_content(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if with_length:
+            response.content_length = 1_000_000
+        await response.prepare(request)
+        await response.write(b"x" * 100_000)
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    broken = web.Application()
+    broken.router.add_get("/v1/files/{file_id}/content", breaking_content)
+    broken_url = await asyncio.to_thread(stack.servers.serve, broken)
+    # Bounded: a gateway that kept the connection open would leave the client waiting.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(
+                f"{stack.gateway_url}/files/file-abc/content",
+                headers={
+                    "Authorization": f"Bearer {GATEWAY_KEY}",
+                    "x-portkey-custom-host": broken_url + "/v1",
+                },
+            ) as response:
+                assert response.status == 200
+                await response.read()
     assert await asyncio.to_thread(_health, stack) == 200

@@ -254,6 +254,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
             if download.size is not None:
                 response.content_length = download.size
             await response.prepare(request)
+            request[keys.STREAM_STARTED] = True
             async for chunk in download.chunks:
                 await response.write(chunk)
             await response.write_eof()
