@@ -66,7 +66,6 @@ def resolve_target(
     registry: Registry,
     gateway_key: GatewayKey | None,
 ) -> Target:
-    provider_headers = _without_gateway_credentials(headers, config)
     gk_name = gateway_key.name if gateway_key else None
     target: Target
     if raw := headers.get("x-portkey-config"):
@@ -75,6 +74,7 @@ def resolve_target(
         target = _from_virtual_key(name, config, gk_name, "x-portkey-virtual-key")
     elif slug := headers.get("x-portkey-provider"):
         provider = registry.get(slug)
+        provider_headers = _without_gateway_credentials(headers, config)
         present = sorted(h for h in provider.credential_headers if provider_headers.get(h))
         if present and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(present[0])

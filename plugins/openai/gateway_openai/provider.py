@@ -1,0 +1,213 @@
+"""The OpenAI provider: the gateway's own API is OpenAI's, so this is a faithful proxy.
+
+Nothing is mapped: answers are passed on as the upstream's bytes (``msgspec.Raw``),
+which keeps fields OpenAI adds later; create bodies keep every field the client sent
+except the gateway's own (Portkey's ``provider_options`` and friends), which OpenAI
+would refuse. Uploads stream through as a new multipart body; content streams back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import msgspec
+
+from gateway.errors import Unauthorized
+from gateway.models import GATEWAY_ONLY_JOB_FIELDS
+from gateway.provider import (
+    Download,
+    FileUpload,
+    JobRequest,
+    PageQuery,
+    Provider,
+    ProviderSettings,
+)
+from gateway.upstream import raise_for_openai_status, read_json, request, send
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+_CHUNK = 256 * 1024
+
+
+class OpenAISettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    api_key: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    organization: str | None = None
+    project: str | None = None
+
+
+class OpenAIProvider(Provider):
+    slug: ClassVar[str] = "openai"
+    Settings: ClassVar[type[ProviderSettings]] = OpenAISettings
+    credential_headers: ClassVar[frozenset[str]] = frozenset({"authorization"})
+
+    settings: OpenAISettings
+
+    @classmethod
+    def settings_from_headers(cls, headers: Mapping[str, str]) -> OpenAISettings:
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized(
+                "No OpenAI API key in the request: send 'Authorization: Bearer <OpenAI key>' "
+                "or use a virtual key",
+                code="missing_provider_credentials",
+            )
+        return OpenAISettings(
+            api_key=token.strip(),
+            organization=headers.get("openai-organization")
+            or headers.get("x-portkey-openai-organization"),
+            project=headers.get("openai-project") or headers.get("x-portkey-openai-project"),
+        )
+
+    # ---- plumbing ------------------------------------------------------------------
+    def _url(self, path: str) -> str:
+        base = self.settings.custom_host or self.settings.base_url
+        return base.rstrip("/") + path
+
+    def _headers(self) -> dict[str, str]:
+        s = self.settings
+        headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
+        if s.organization:
+            headers["OpenAI-Organization"] = s.organization
+        if s.project:
+            headers["OpenAI-Project"] = s.project
+        return headers
+
+    async def _json(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> msgspec.Raw:
+        all_headers = self._headers()
+        data = None
+        if body is not None:
+            data = msgspec.json.encode(body)
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        async with request(
+            self.http,
+            method,
+            self._url(path),
+            provider=self.slug,
+            params=params,
+            data=data,
+            headers=all_headers,
+        ) as response:
+            await self._raise_for_status(response)
+            return await read_json(response, self.slug)
+
+    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+        await raise_for_openai_status(
+            response,
+            provider=self.slug,
+            caller_credentials=self.caller_credentials,
+            secrets=(self.settings.api_key,),
+        )
+
+    # ---- jobs ----------------------------------------------------------------------
+    async def create_job(self, request: JobRequest) -> msgspec.Raw:
+        body = {k: v for k, v in request.body.items() if k not in GATEWAY_ONLY_JOB_FIELDS}
+        extra = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
+        return await self._json("POST", "/fine_tuning/jobs", body=body, headers=extra)
+
+    async def list_jobs(self, query: PageQuery) -> msgspec.Raw:
+        return await self._json("GET", "/fine_tuning/jobs", params=_params(query))
+
+    async def retrieve_job(self, job_id: str) -> msgspec.Raw:
+        return await self._json("GET", f"/fine_tuning/jobs/{job_id}")
+
+    async def cancel_job(self, job_id: str) -> msgspec.Raw:
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/cancel")
+
+    async def pause_job(self, job_id: str) -> msgspec.Raw:
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/pause")
+
+    async def resume_job(self, job_id: str) -> msgspec.Raw:
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/resume")
+
+    async def list_events(self, job_id: str, query: PageQuery) -> msgspec.Raw:
+        return await self._json("GET", f"/fine_tuning/jobs/{job_id}/events", params=_params(query))
+
+    async def list_checkpoints(self, job_id: str, query: PageQuery) -> msgspec.Raw:
+        path = f"/fine_tuning/jobs/{job_id}/checkpoints"
+        return await self._json("GET", path, params=_params(query))
+
+    # ---- files ---------------------------------------------------------------------
+    async def upload_file(self, upload: FileUpload) -> msgspec.Raw:
+        with aiohttp.MultipartWriter("form-data") as form:
+            form.append(upload.purpose).set_content_disposition("form-data", name="purpose")
+            for name, value in upload.extra_fields:
+                form.append(value).set_content_disposition("form-data", name=name)
+            file_part = aiohttp.payload.AsyncIterablePayload(
+                upload.chunks, content_type=upload.content_type
+            )
+            file_part.set_content_disposition("form-data", name="file", filename=upload.filename)
+            form.append_payload(file_part)
+        return await self._raw_post("/files", form)
+
+    async def _raw_post(self, path: str, form: aiohttp.MultipartWriter) -> msgspec.Raw:
+        async with request(
+            self.http,
+            "POST",
+            self._url(path),
+            provider=self.slug,
+            data=form,
+            headers=self._headers(),
+        ) as response:
+            await self._raise_for_status(response)
+            return await read_json(response, self.slug)
+
+    async def list_files(self, query: PageQuery) -> msgspec.Raw:
+        return await self._json("GET", "/files", params=_params(query))
+
+    async def retrieve_file(self, file_id: str) -> msgspec.Raw:
+        return await self._json("GET", f"/files/{file_id}")
+
+    async def file_content(self, file_id: str) -> Download:
+        response = await send(
+            self.http,
+            "GET",
+            self._url(f"/files/{file_id}/content"),
+            provider=self.slug,
+            headers=self._headers(),
+        )
+        try:
+            await self._raise_for_status(response)
+        except BaseException:
+            response.release()
+            raise
+
+        async def release() -> None:
+            response.release()
+
+        return Download(
+            chunks=response.content.iter_chunked(_CHUNK),
+            # A compressed answer is decompressed on the way: its length no longer holds.
+            size=None if "Content-Encoding" in response.headers else response.content_length,
+            content_type=response.headers.get("Content-Type", "application/octet-stream"),
+            release=release,
+        )
+
+    async def delete_file(self, file_id: str) -> msgspec.Raw:
+        return await self._json("DELETE", f"/files/{file_id}")
+
+
+def _params(query: PageQuery) -> dict[str, str]:
+    params = {"limit": str(query.limit)}
+    if query.after is not None:
+        params["after"] = query.after
+    if query.order is not None:
+        params["order"] = query.order
+    if query.purpose is not None:
+        params["purpose"] = query.purpose
+    if query.metadata is not None:
+        if not query.metadata:
+            params["metadata"] = "null"
+        for key, value in query.metadata.items():
+            params[f"metadata[{key}]"] = value
+    return params
