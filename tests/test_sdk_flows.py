@@ -264,3 +264,19 @@ async def test_upload_with_field_after_file_is_refused_and_undone(stack: Stack) 
     assert status == 400
     assert answer["error"]["param"] == "expires_after[anchor]"
     assert stack.upstream.files == {}, "the upload was deleted upstream, nothing orphaned"
+
+
+def test_fields_the_gateway_does_not_model_reach_the_upstream(stack: Stack) -> None:
+    """A field OpenAI adds later is forwarded as sent: here the fake, like OpenAI today,
+    does not know it, and its own 400 naming the field comes back through the gateway."""
+    client = stack.client()
+    training = stack.upstream.add_file("train.jsonl", TRAINING_JSONL)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(
+            training_file=training["id"],
+            model="gpt-4o-mini",
+            extra_body={"shiny_new_option": {"level": 3}},
+        )
+    assert stack.upstream.requests[-1].json["shiny_new_option"] == {"level": 3}
+    assert caught.value.param == "shiny_new_option"
+    assert "Unrecognized request argument" in caught.value.message
