@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -33,6 +33,14 @@ async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
     request[keys.PROVIDER] = target.provider.slug
     async with app[keys.POOL].use(target) as provider:
         yield provider
+
+
+async def call_provider(
+    request: web.Request, call: Callable[[Provider], Awaitable[Any]]
+) -> web.Response:
+    """Answer with what one provider call returns, timed as upstream latency."""
+    async with provider_for(request) as provider:
+        return answer(await timed(request, call(provider)))
 
 
 async def timed(request: web.Request, call: Awaitable[T]) -> T:

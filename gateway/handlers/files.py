@@ -18,7 +18,14 @@ from aiohttp import BodyPartReader, MultipartReader, web
 
 from gateway import keys
 from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
-from gateway.handlers.common import answer, page_query, path_id, provider_for, timed
+from gateway.handlers.common import (
+    answer,
+    call_provider,
+    page_query,
+    path_id,
+    provider_for,
+    timed,
+)
 from gateway.provider import FileUpload, Provider
 
 FILE_ID = "file_id"
@@ -229,20 +236,17 @@ async def _read_spool(spool: IO[bytes]) -> AsyncIterator[bytes]:
 
 async def list_files(request: web.Request) -> web.Response:
     query = page_query(request, default_limit=10_000, with_order=True)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.list_files(query)))
+    return await call_provider(request, lambda p: p.list_files(query))
 
 
 async def retrieve_file(request: web.Request) -> web.Response:
     file_id = path_id(request, FILE_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.retrieve_file(file_id)))
+    return await call_provider(request, lambda p: p.retrieve_file(file_id))
 
 
 async def delete_file(request: web.Request) -> web.Response:
     file_id = path_id(request, FILE_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.delete_file(file_id)))
+    return await call_provider(request, lambda p: p.delete_file(file_id))
 
 
 async def file_content(request: web.Request) -> web.StreamResponse:

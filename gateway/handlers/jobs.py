@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.handlers.common import (
-    answer,
-    convert,
-    page_query,
-    path_id,
-    provider_for,
-    read_json_object,
-    timed,
-)
+from gateway.handlers.common import call_provider, convert, page_query, path_id, read_json_object
 from gateway.models import JobCreate
 from gateway.provider import JobRequest
 
@@ -26,52 +18,44 @@ async def create_job(request: web.Request) -> web.Response:
         body=body,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.create_job(job)))
+    return await call_provider(request, lambda p: p.create_job(job))
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     query = page_query(request, default_limit=20)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.list_jobs(query)))
+    return await call_provider(request, lambda p: p.list_jobs(query))
 
 
 async def retrieve_job(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.retrieve_job(job_id)))
+    return await call_provider(request, lambda p: p.retrieve_job(job_id))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.cancel_job(job_id)))
+    return await call_provider(request, lambda p: p.cancel_job(job_id))
 
 
 async def pause_job(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.pause_job(job_id)))
+    return await call_provider(request, lambda p: p.pause_job(job_id))
 
 
 async def resume_job(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.resume_job(job_id)))
+    return await call_provider(request, lambda p: p.resume_job(job_id))
 
 
 async def list_events(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
     query = page_query(request, default_limit=20)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.list_events(job_id, query)))
+    return await call_provider(request, lambda p: p.list_events(job_id, query))
 
 
 async def list_checkpoints(request: web.Request) -> web.Response:
     job_id = path_id(request, JOB_ID)
     query = page_query(request, default_limit=10)
-    async with provider_for(request) as provider:
-        return answer(await timed(request, provider.list_checkpoints(job_id, query)))
+    return await call_provider(request, lambda p: p.list_checkpoints(job_id, query))
 
 
 def add_routes(app: web.Application) -> None:
