@@ -92,9 +92,12 @@ class VirtualKey:
 
 @dataclass(frozen=True, slots=True)
 class NamedConfig:
+    """A named config resolved at load time: the provider and settings it routes to."""
+
     name: str
-    route: RouteConfig
-    settings: dict[str, Any]  # provider settings given in the config (api_key, ...)
+    provider: type[Provider]
+    settings: ProviderSettings
+    virtual_key: str | None  # the virtual key it names, if it names one
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +178,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
 
     configs: dict[str, NamedConfig] = {}
     for name, table in top.configs.items():
-        named = _named_config(name, table, top.virtual_keys, registry, problems)
+        named = _named_config(name, table, virtual_keys, top.virtual_keys, registry, problems)
         if named is not None:
             configs[name] = named
 
@@ -217,6 +220,7 @@ def _virtual_key(
 def _named_config(
     name: str,
     table: Any,
+    virtual_keys: dict[str, VirtualKey],
     virtual_key_names: dict[str, Any],
     registry: Registry,
     problems: list[str],
@@ -233,6 +237,7 @@ def _named_config(
     if (route.virtual_key is None) == (route.provider is None):
         problems.append(f"{path}: give exactly one of 'virtual_key' or 'provider'")
         return None
+    custom_host = None if route.custom_host is None else route.custom_host.rstrip("/")
     if route.virtual_key is not None:
         if route.virtual_key not in virtual_key_names:
             problems.append(f"{path}.virtual_key: no virtual key named {route.virtual_key!r}")
@@ -240,11 +245,21 @@ def _named_config(
             problems.append(
                 f"{path}.{next(iter(settings))}: provider settings belong in the virtual key"
             )
-    elif route.provider is not None:
-        provider = _provider(registry, route.provider, f"{path}.provider", problems)
-        if provider is not None:
-            _convert(settings, provider.Settings, path, problems)
-    return NamedConfig(name, route, settings)
+        vk = virtual_keys.get(route.virtual_key)
+        if vk is None or settings:
+            return None  # a broken virtual key reports its own problem
+        resolved = vk.settings
+        if custom_host is not None:
+            resolved = msgspec.structs.replace(resolved, custom_host=custom_host)
+        return NamedConfig(name, vk.provider, resolved, vk.name)
+    assert route.provider is not None  # exactly one of the two, checked above
+    provider = _provider(registry, route.provider, f"{path}.provider", problems)
+    if provider is None:
+        return None
+    if custom_host is not None:
+        settings["custom_host"] = custom_host
+    converted = _convert(settings, provider.Settings, path, problems)
+    return None if converted is None else NamedConfig(name, provider, converted, None)
 
 
 def _provider(

@@ -153,33 +153,12 @@ def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str
 def _from_portkey_config(
     raw: str, config: Config, registry: Registry, gk_name: str | None
 ) -> Target:
-    param = "x-portkey-config"
     named = config.configs.get(raw)
-    if named is not None:
-        route, settings_fields, trusted = named.route, named.settings, True
-        fields: dict[str, Any] = {
-            k: v for k, v in msgspec.structs.asdict(route).items() if v is not None
-        }
-    else:
-        try:
-            fields = msgspec.json.decode(raw.encode())
-        except msgspec.DecodeError:
-            raise BadRequest(
-                f"'{param}' is neither the name of a config nor a JSON object",
-                param=param,
-                code="invalid_config",
-            ) from None
-        if not isinstance(fields, dict):
-            raise BadRequest(f"'{param}' must be a JSON object", param=param, code="invalid_config")
-        unsupported = sorted(_UNSUPPORTED_CONFIG_KEYS & fields.keys())
-        if unsupported:
-            raise BadRequest(
-                f"'{param}': '{unsupported[0]}' is not supported by this gateway",
-                param=f"{param}.{unsupported[0]}",
-                code="unsupported_config",
-            )
-        settings_fields = {k: v for k, v in fields.items() if k not in _ROUTE_KEYS}
-        trusted = False
+    if named is not None:  # from the config file: resolved and trusted at load time
+        return Target(named.provider, named.settings, False, named.virtual_key, gk_name)
+    param = "x-portkey-config"
+    fields = _inline_config(raw, param)
+    settings_fields = {k: v for k, v in fields.items() if k not in _ROUTE_KEYS}
     if fields.get("virtual_key"):
         if settings_fields:
             raise BadRequest(
@@ -190,13 +169,13 @@ def _from_portkey_config(
         target = _from_virtual_key(str(fields["virtual_key"]), config, gk_name, param)
     elif isinstance(fields.get("provider"), str):
         provider = registry.get(fields["provider"])
-        if settings_fields and not trusted and not config.routing.accept_header_credentials:
+        if settings_fields and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(param)
         try:
             settings = msgspec.convert(settings_fields, provider.Settings)
         except msgspec.ValidationError as exc:
             raise _config_error(exc, param) from None
-        target = Target(provider, settings, not trusted, None, gk_name)
+        target = Target(provider, settings, True, None, gk_name)
     else:
         raise BadRequest(
             f"'{param}' must name a 'provider' or a 'virtual_key'",
@@ -205,10 +184,31 @@ def _from_portkey_config(
         )
     custom_host = fields.get("custom_host")
     if isinstance(custom_host, str):
-        if not trusted:
-            check_custom_host(custom_host, config.routing.custom_host_allowlist, param)
+        check_custom_host(custom_host, config.routing.custom_host_allowlist, param)
         target = _with_custom_host(target, custom_host)
     return target
+
+
+def _inline_config(raw: str, param: str) -> dict[str, Any]:
+    """An inline Portkey config: a JSON object using only the features implemented here."""
+    try:
+        fields = msgspec.json.decode(raw.encode())
+    except msgspec.DecodeError:
+        raise BadRequest(
+            f"'{param}' is neither the name of a config nor a JSON object",
+            param=param,
+            code="invalid_config",
+        ) from None
+    if not isinstance(fields, dict):
+        raise BadRequest(f"'{param}' must be a JSON object", param=param, code="invalid_config")
+    unsupported = sorted(_UNSUPPORTED_CONFIG_KEYS & fields.keys())
+    if unsupported:
+        raise BadRequest(
+            f"'{param}': '{unsupported[0]}' is not supported by this gateway",
+            param=f"{param}.{unsupported[0]}",
+            code="unsupported_config",
+        )
+    return fields
 
 
 def _config_error(exc: msgspec.ValidationError, param: str) -> BadRequest:

@@ -317,7 +317,8 @@ custom_host = "http://127.0.0.1:9000/v1"
     assert settings.api_key == "sk-from-env-abc"  # type: ignore[attr-defined]
     assert settings.organization == "org-acme"  # type: ignore[attr-defined]
     assert settings.project == "proj_42"  # type: ignore[attr-defined]
-    assert config.configs["local"].settings == {"api_key": "sk-local-xyz"}
+    assert config.configs["local"].settings.api_key == "sk-local-xyz"  # type: ignore[attr-defined]
+    assert config.configs["local"].settings.custom_host == "http://127.0.0.1:9000/v1"
 
 
 def test_load_config_reads_the_process_environment_by_default(
