@@ -55,21 +55,29 @@ class _UploadBody:
             raise self.failure
 
     async def stream(self, part: BodyPartReader) -> AsyncIterator[bytes]:
-        while True:
-            try:
-                chunk = await part.read_chunk(_CHUNK)
-            except ValueError as exc:  # aiohttp's word for a broken multipart body
-                self.failure = _malformed(exc)
-                raise self.failure from None
-            if not chunk:
-                if not part.at_eof():
-                    # The body ended before the part's closing boundary: a truncated
-                    # upload must not reach the provider as if it were whole.
-                    self.failure = _malformed(ValueError("the file part is not terminated"))
-                    raise self.failure
-                return
-            self.count(chunk)
-            yield chunk
+        try:
+            async for chunk in _part_chunks(part, _CHUNK):
+                self.count(chunk)
+                yield chunk
+        except BadRequest as exc:
+            self.failure = exc
+            raise
+
+
+async def _part_chunks(part: BodyPartReader, size: int) -> AsyncIterator[bytes]:
+    """A part's bytes; a broken or unterminated part is a 400, never a short success."""
+    while True:
+        try:
+            chunk = await part.read_chunk(size)
+        except ValueError as exc:  # aiohttp's word for a broken multipart body
+            raise _malformed(exc) from None
+        if not chunk:
+            if not part.at_eof():
+                # The body ended before the part's closing boundary: a truncated upload
+                # must not reach the provider as if it were whole.
+                raise _malformed(ValueError(f"part '{part.name}' is not terminated"))
+            return
+        yield chunk
 
 
 def _malformed(exc: ValueError) -> BadRequest:
@@ -123,8 +131,7 @@ async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -
             purpose = _purpose(fields)
             if purpose is not None:
                 # The common order: stream the file straight through.
-                upload = FileUpload(filename, purpose, body.stream(part), content_type)
-                upload.extra_fields = [(k, v) for k, v in fields if k != "purpose"]
+                upload = _file_upload(filename, content_type, purpose, fields, body.stream(part))
                 return await _send(request, provider, upload, body, reader)
             spool = await _spool(part, body)
             spooled_name, spooled_type = filename, content_type
@@ -135,8 +142,7 @@ async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -
         purpose = _purpose(fields)
         if purpose is None:
             raise BadRequest("Missing required parameter: 'purpose'", param="purpose")
-        upload = FileUpload(spooled_name, purpose, _read_spool(spool), spooled_type)
-        upload.extra_fields = [(k, v) for k, v in fields if k != "purpose"]
+        upload = _file_upload(spooled_name, spooled_type, purpose, fields, _read_spool(spool))
         return await _send(request, provider, upload, body, None)
     finally:
         if spool is not None:
@@ -190,6 +196,17 @@ def _id_of(result: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _file_upload(
+    filename: str,
+    content_type: str,
+    purpose: str,
+    fields: list[tuple[str, str]],
+    chunks: AsyncIterator[bytes],
+) -> FileUpload:
+    extra = [(name, value) for name, value in fields if name != "purpose"]
+    return FileUpload(filename, purpose, chunks, content_type, extra)
+
+
 def _purpose(fields: list[tuple[str, str]]) -> str | None:
     for name, value in fields:
         if name == "purpose":
@@ -201,13 +218,7 @@ def _purpose(fields: list[tuple[str, str]]) -> str | None:
 
 async def _field_text(part: BodyPartReader) -> str:
     data = bytearray()
-    while True:
-        try:
-            chunk = await part.read_chunk(8192)
-        except ValueError as exc:
-            raise _malformed(exc) from None
-        if not chunk:
-            break
+    async for chunk in _part_chunks(part, 8192):
         data += chunk
         if len(data) > _MAX_FIELD_BYTES:
             raise BadRequest(f"Form field '{part.name}' is too long", param=part.name)
