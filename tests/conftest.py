@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import openai
 import pytest
@@ -59,9 +59,17 @@ class Stack:
     upstream_url: str
     gateway_url: str
     registry: Registry
+    clients: list[openai.OpenAI] = field(default_factory=list)  # closed after the test
 
-    def client(self, api_key: str = GATEWAY_KEY, **kwargs: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.gateway_url, api_key=api_key, max_retries=0, **kwargs)
+    def client(
+        self, api_key: str = GATEWAY_KEY, *, base_url: str | None = None, **kwargs: Any
+    ) -> openai.OpenAI:
+        """The SDK pointed at this gateway (or at ``base_url``: another one started here)."""
+        made = openai.OpenAI(
+            base_url=base_url or self.gateway_url, api_key=api_key, max_retries=0, **kwargs
+        )
+        self.clients.append(made)
+        return made
 
     def async_client(self, api_key: str = GATEWAY_KEY, **kwargs: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
@@ -72,6 +80,27 @@ class Stack:
         """Another gateway, with another config, in front of the same upstream."""
         config = parse_config(copy.deepcopy(raw_config), self.registry, {})
         return self.servers.serve(make_app(config, self.registry)) + "/v1"
+
+
+class _AsyncClient(Protocol):
+    async def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_AsyncClient)
+
+
+@pytest.fixture
+async def closing() -> AsyncIterator[Callable[[C], C]]:
+    """Register an async SDK client to be closed on the test's own loop afterwards."""
+    opened: list[_AsyncClient] = []
+
+    def register(client: C) -> C:
+        opened.append(client)
+        return client
+
+    yield register
+    for client in opened:
+        await client.close()
 
 
 @pytest.fixture(scope="session")
@@ -87,12 +116,14 @@ def servers() -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def stack(servers: ServerThread, registry: Registry) -> Stack:
+def stack(servers: ServerThread, registry: Registry) -> Iterator[Stack]:
     upstream = FakeOpenAIState(api_keys={UPSTREAM_KEY})
     upstream_url = servers.serve(make_fake_openai(upstream)) + "/v1"
-    partial = Stack(servers, upstream, upstream_url, "", registry)
-    partial.gateway_url = partial.start_gateway(base_config(upstream_url))
-    return partial
+    built = Stack(servers, upstream, upstream_url, "", registry)
+    built.gateway_url = built.start_gateway(base_config(upstream_url))
+    yield built
+    for client in built.clients:
+        client.close()
 
 
 TRAINING_LINES = [

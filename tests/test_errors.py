@@ -157,19 +157,17 @@ def test_header_credentials_refused_where_config_forbids(stack: Stack) -> None:
     config = base_config(stack.upstream_url)
     config["routing"]["accept_header_credentials"] = False
     url = stack.start_gateway(config)
-    client = openai.OpenAI(
+    client = stack.client(
+        UPSTREAM_KEY,
         base_url=url,
-        api_key=UPSTREAM_KEY,
-        max_retries=0,
         default_headers={"x-portkey-provider": "openai", "x-portkey-api-key": GATEWAY_KEY},
     )
     with pytest.raises(openai.PermissionDeniedError) as caught:
         client.fine_tuning.jobs.list()
     assert _error(caught.value)["code"] == "header_credentials_not_allowed"
-    inline = openai.OpenAI(
+    inline = stack.client(
+        GATEWAY_KEY,
         base_url=url,
-        api_key=GATEWAY_KEY,
-        max_retries=0,
         default_headers={"x-portkey-config": '{"provider": "openai", "api_key": "sk-x"}'},
     )
     with pytest.raises(openai.PermissionDeniedError):
@@ -279,7 +277,10 @@ def test_upstream_stall_is_504(stack: Stack) -> None:
     config["upstream"]["read_timeout"] = 0.3
     url = stack.start_gateway(config)
     stack.upstream.stall_next(3)
-    client = openai.OpenAI(base_url=url, api_key=GATEWAY_KEY, max_retries=0)
+    client = stack.client(
+        GATEWAY_KEY,
+        base_url=url,
+    )
     with pytest.raises(openai.APIStatusError) as caught:
         client.fine_tuning.jobs.list()
     assert caught.value.status_code == 504
@@ -291,7 +292,10 @@ def test_bodies_over_the_limits_are_413_and_nothing_is_kept(stack: Stack) -> Non
     config = base_config(stack.upstream_url)
     config["limits"] = {"max_json_body_bytes": 200, "max_upload_bytes": 1000}
     url = stack.start_gateway(config)
-    client = openai.OpenAI(base_url=url, api_key=GATEWAY_KEY, max_retries=0)
+    client = stack.client(
+        GATEWAY_KEY,
+        base_url=url,
+    )
     with pytest.raises(openai.APIStatusError) as big_json:
         client.fine_tuning.jobs.create(training_file="f" * 300, model="gpt-4o-mini")
     assert big_json.value.status_code == 413

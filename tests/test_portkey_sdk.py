@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from portkey_ai import AsyncPortkey, Portkey
 
 from tests.conftest import OTHER_GATEWAY_KEY, TRAINING_JSONL, UPSTREAM_KEY, Stack
@@ -13,6 +16,7 @@ def test_portkey_sdk_with_virtual_key_runs_the_loop(stack: Stack) -> None:
     client = Portkey(
         base_url=stack.gateway_url, api_key=OTHER_GATEWAY_KEY, virtual_key="openai-main"
     )
+    stack.clients.append(client)  # type: ignore[arg-type]  # closed like the OpenAI ones
     uploaded = client.files.create(file=("t.jsonl", TRAINING_JSONL), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
         training_file=uploaded.id, model="gpt-4o-mini", suffix="pk", method=DPO
@@ -29,14 +33,19 @@ def test_portkey_sdk_with_virtual_key_runs_the_loop(stack: Stack) -> None:
     }
 
 
-async def test_async_portkey_sdk_with_provider_and_custom_host(stack: Stack) -> None:
-    client = AsyncPortkey(
-        base_url=stack.gateway_url,
-        api_key=OTHER_GATEWAY_KEY,
-        provider="openai",
-        Authorization=f"Bearer {UPSTREAM_KEY}",
-        custom_host=stack.upstream_url,
+async def test_async_portkey_sdk_with_provider_and_custom_host(
+    stack: Stack, closing: Callable[[Any], Any]
+) -> None:
+    client = closing(
+        AsyncPortkey(
+            base_url=stack.gateway_url,
+            api_key=OTHER_GATEWAY_KEY,
+            provider="openai",
+            Authorization=f"Bearer {UPSTREAM_KEY}",
+            custom_host=stack.upstream_url,
+        )
     )
+    closing(client.openai_client)  # AsyncPortkey.close() leaves its inner client open
     training = stack.upstream.add_file("train.jsonl", TRAINING_JSONL)
     job = await client.fine_tuning.jobs.create(training_file=training["id"], model="gpt-4o-mini")
     assert (await client.fine_tuning.jobs.retrieve(job.id)).id == job.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -111,29 +112,35 @@ def test_sdk_files_list_auto_pages(stack: Stack) -> None:
     assert seen == ids
 
 
-async def test_sdk_async_flow_with_portkey_provider_headers(stack: Stack) -> None:
+async def test_sdk_async_flow_with_portkey_provider_headers(
+    stack: Stack, closing: Callable[[openai.AsyncOpenAI], openai.AsyncOpenAI]
+) -> None:
     # No gateway key needed for this flow: the OTHER key has no default virtual key, so
     # the provider and its key come from the Portkey headers.
-    client = stack.async_client(
-        api_key=OTHER_GATEWAY_KEY,
-        default_headers={
-            "x-portkey-provider": "openai",
-            "x-portkey-api-key": OTHER_GATEWAY_KEY,
-            "x-portkey-custom-host": stack.upstream_url,
-        },
+    client = closing(
+        stack.async_client(
+            api_key=OTHER_GATEWAY_KEY,
+            default_headers={
+                "x-portkey-provider": "openai",
+                "x-portkey-api-key": OTHER_GATEWAY_KEY,
+                "x-portkey-custom-host": stack.upstream_url,
+            },
+        )
     )
     # The bearer is the gateway key here; the provider key must come another way.
     with pytest.raises(openai.AuthenticationError) as missing:
         await client.fine_tuning.jobs.list()
     assert "OpenAI API key" in missing.value.message
 
-    client = stack.async_client(
-        api_key=UPSTREAM_KEY,
-        default_headers={
-            "x-portkey-provider": "openai",
-            "x-portkey-api-key": OTHER_GATEWAY_KEY,
-            "x-portkey-custom-host": stack.upstream_url,
-        },
+    client = closing(
+        stack.async_client(
+            api_key=UPSTREAM_KEY,
+            default_headers={
+                "x-portkey-provider": "openai",
+                "x-portkey-api-key": OTHER_GATEWAY_KEY,
+                "x-portkey-custom-host": stack.upstream_url,
+            },
+        )
     )
     uploaded = await client.files.create(file=("t.jsonl", TRAINING_JSONL), purpose="fine-tune")
     job = await client.fine_tuning.jobs.create(
@@ -183,10 +190,14 @@ async def test_sdk_async_flow_with_portkey_provider_headers(stack: Stack) -> Non
     ],
     ids=["virtual-key", "named-config", "inline-config-virtual-key", "inline-config-provider"],
 )
-async def test_sdk_async_routes_by_portkey_headers(stack: Stack, headers: dict[str, str]) -> None:
+async def test_sdk_async_routes_by_portkey_headers(
+    stack: Stack,
+    headers: dict[str, str],
+    closing: Callable[[openai.AsyncOpenAI], openai.AsyncOpenAI],
+) -> None:
     port = stack.upstream_url.rsplit(":", 1)[1].split("/")[0]
     headers = {k: v.replace("{port}", port) for k, v in headers.items()}
-    client = stack.async_client(api_key=OTHER_GATEWAY_KEY, default_headers=headers)
+    client = closing(stack.async_client(api_key=OTHER_GATEWAY_KEY, default_headers=headers))
     training = stack.upstream.add_file("train.jsonl", TRAINING_JSONL)
     job = await client.fine_tuning.jobs.create(training_file=training["id"], model="gpt-4o-mini")
     assert stack.upstream.jobs[job.id].body["training_file"] == training["id"]

@@ -83,8 +83,8 @@ def test_serve_example_config_with_empty_environment_then_sigterm() -> None:
         assert status == 400 and body["error"]["code"] == "custom_host_not_allowed"
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(10)
-    stderr = process.stderr.read() if process.stderr else ""
+        _, stderr = process.communicate(timeout=10)
+    code = process.returncode
     assert code == 0, stderr
     assert f"http://127.0.0.1:{port}" in stderr and "Traceback" not in stderr
     assert stderr.count("finetune_gateway.access") == 3

@@ -91,7 +91,7 @@ default_virtual_key = "main"
         yield GatewayProcess(process, url), upstream
     finally:
         process.terminate()
-        process.wait(10)
+        process.communicate(timeout=10)  # reaps it and closes its stderr pipe
 
 
 async def _multipart(size: int, digest: hashlib._Hash) -> AsyncIterator[bytes]:
