@@ -81,10 +81,12 @@ class OpenAIProvider(Provider):
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
+        form: aiohttp.MultipartWriter | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> msgspec.Raw:
+        """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart."""
         all_headers = self._headers()
-        data = None
+        data: bytes | aiohttp.MultipartWriter | None = form
         if body is not None:
             data = msgspec.json.encode(body)
             all_headers["Content-Type"] = "application/json"
@@ -148,19 +150,7 @@ class OpenAIProvider(Provider):
             )
             file_part.set_content_disposition("form-data", name="file", filename=upload.filename)
             form.append_payload(file_part)
-        return await self._raw_post("/files", form)
-
-    async def _raw_post(self, path: str, form: aiohttp.MultipartWriter) -> msgspec.Raw:
-        async with request(
-            self.http,
-            "POST",
-            self._url(path),
-            provider=self.slug,
-            data=form,
-            headers=self._headers(),
-        ) as response:
-            await self._raise_for_status(response)
-            return await read_json(response, self.slug)
+        return await self._json("POST", "/files", form=form)
 
     async def list_files(self, query: PageQuery) -> msgspec.Raw:
         return await self._json("GET", "/files", params=_params(query))
