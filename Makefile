@@ -6,6 +6,8 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 EDITABLE := -e . $(foreach p,$(PLUGINS),-e $(dir $(p)))
+# Each plugin may declare a `test` extra (moto for bedrock, fake-gcs-server for vertex).
+EDITABLE_TEST := -e '.[test]' $(foreach p,$(PLUGINS),-e '$(dir $(p))[test]')
 
 .PHONY: run test lint install install-test clean
 
@@ -18,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(PLUGINS)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q $(EDITABLE_TEST)
 	touch $@
 
 install: $(VENV)/.installed
