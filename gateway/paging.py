@@ -20,6 +20,23 @@ T = TypeVar("T")
 TokenFetch = Callable[[str | None, int], Awaitable[tuple[Sequence[T], str | None]]]
 
 
+def openai_list_params(query: PageQuery) -> dict[str, str]:
+    """``query`` as OpenAI's list query string, for upstreams with OpenAI's schema."""
+    params = {"limit": str(query.limit)}
+    if query.after is not None:
+        params["after"] = query.after
+    if query.order is not None:
+        params["order"] = query.order
+    if query.purpose is not None:
+        params["purpose"] = query.purpose
+    if query.metadata is not None:
+        if not query.metadata:
+            params["metadata"] = "null"  # OpenAI's filter for jobs with no metadata
+        for key, value in query.metadata.items():
+            params[f"metadata[{key}]"] = value
+    return params
+
+
 def page_of(
     items: Sequence[T], query: PageQuery, id_of: Callable[[T], str]
 ) -> tuple[list[T], bool]:

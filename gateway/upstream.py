@@ -10,7 +10,7 @@ Shared by every plugin that speaks HTTP, so the mapping is the same everywhere:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -26,6 +26,11 @@ from gateway.errors import (
 
 # How much of an error body is read: enough for any message, bounded against a flood.
 _ERROR_BODY_LIMIT = 64 * 1024
+
+
+# Reads an error body (and the HTTP reason, for bodies with no message) into
+# ``(message, param, code)``.
+ErrorParser = Callable[[bytes, str], tuple[str, str | None, str | None]]
 
 
 class _OpenAIErrorBody(msgspec.Struct):
@@ -82,12 +87,17 @@ async def raise_for_openai_status(
     provider: str,
     caller_credentials: bool,
     secrets: Iterable[str | None] = (),
+    parse: ErrorParser | None = None,
 ) -> None:
-    """Raise the mapped error for a failed answer in OpenAI's envelope (OpenAI, Azure v1)."""
+    """Raise the mapped error for a failed answer.
+
+    The body is read in OpenAI's envelope unless ``parse`` reads the provider's own
+    (Azure's Microsoft envelope, say) into ``(message, param, code)``.
+    """
     if response.status < 400:
         return
     raw = await response.content.read(_ERROR_BODY_LIMIT)
-    message, param, code = _parse_openai_error(raw, response.reason or "")
+    message, param, code = (parse or _parse_openai_error)(raw, response.reason or "")
     raise upstream_error(
         provider=provider,
         status=response.status,

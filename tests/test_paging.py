@@ -8,7 +8,7 @@ import pytest
 
 from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id, stable_id
-from gateway.paging import TokenPager, page_of
+from gateway.paging import TokenPager, openai_list_params, page_of
 from gateway.provider import PageQuery
 
 ITEMS = [f"job-{n}" for n in range(10)]
@@ -99,3 +99,23 @@ def test_stable_id_depends_only_on_its_parts() -> None:
     assert stable_id("ftevent-", "job", "created") == stable_id("ftevent-", "job", "created")
     assert stable_id("ftevent-", "job", "created") != stable_id("ftevent-", "job", "started")
     assert stable_id("ftevent-", "a", "bc") != stable_id("ftevent-", "ab", "c")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        (PageQuery(limit=20), {"limit": "20"}),
+        (PageQuery(limit=5, after="ftjob-1"), {"limit": "5", "after": "ftjob-1"}),
+        (
+            PageQuery(limit=1, order="asc", purpose="fine-tune"),
+            {"limit": "1", "order": "asc", "purpose": "fine-tune"},
+        ),
+        (PageQuery(limit=2, metadata={}), {"limit": "2", "metadata": "null"}),
+        (
+            PageQuery(limit=2, metadata={"team": "a", "env": "b"}),
+            {"limit": "2", "metadata[team]": "a", "metadata[env]": "b"},
+        ),
+    ],
+)
+def test_openai_list_params_carry_filters(query: PageQuery, expected: dict[str, str]) -> None:
+    assert openai_list_params(query) == expected

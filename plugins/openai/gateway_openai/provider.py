@@ -16,6 +16,7 @@ import msgspec
 
 from gateway.errors import Unauthorized
 from gateway.models import GATEWAY_ONLY_JOB_FIELDS
+from gateway.paging import openai_list_params
 from gateway.provider import (
     Download,
     FileUpload,
@@ -118,7 +119,7 @@ class OpenAIProvider(Provider):
         return await self._json("POST", "/fine_tuning/jobs", body=body, headers=extra)
 
     async def list_jobs(self, query: PageQuery) -> msgspec.Raw:
-        return await self._json("GET", "/fine_tuning/jobs", params=_params(query))
+        return await self._json("GET", "/fine_tuning/jobs", params=openai_list_params(query))
 
     async def retrieve_job(self, job_id: str) -> msgspec.Raw:
         return await self._json("GET", f"/fine_tuning/jobs/{job_id}")
@@ -133,11 +134,12 @@ class OpenAIProvider(Provider):
         return await self._json("POST", f"/fine_tuning/jobs/{job_id}/resume")
 
     async def list_events(self, job_id: str, query: PageQuery) -> msgspec.Raw:
-        return await self._json("GET", f"/fine_tuning/jobs/{job_id}/events", params=_params(query))
+        path = f"/fine_tuning/jobs/{job_id}/events"
+        return await self._json("GET", path, params=openai_list_params(query))
 
     async def list_checkpoints(self, job_id: str, query: PageQuery) -> msgspec.Raw:
         path = f"/fine_tuning/jobs/{job_id}/checkpoints"
-        return await self._json("GET", path, params=_params(query))
+        return await self._json("GET", path, params=openai_list_params(query))
 
     # ---- files ---------------------------------------------------------------------
     async def upload_file(self, upload: FileUpload) -> msgspec.Raw:
@@ -153,7 +155,7 @@ class OpenAIProvider(Provider):
         return await self._json("POST", "/files", form=form)
 
     async def list_files(self, query: PageQuery) -> msgspec.Raw:
-        return await self._json("GET", "/files", params=_params(query))
+        return await self._json("GET", "/files", params=openai_list_params(query))
 
     async def retrieve_file(self, file_id: str) -> msgspec.Raw:
         return await self._json("GET", f"/files/{file_id}")
@@ -185,19 +187,3 @@ class OpenAIProvider(Provider):
 
     async def delete_file(self, file_id: str) -> msgspec.Raw:
         return await self._json("DELETE", f"/files/{file_id}")
-
-
-def _params(query: PageQuery) -> dict[str, str]:
-    params = {"limit": str(query.limit)}
-    if query.after is not None:
-        params["after"] = query.after
-    if query.order is not None:
-        params["order"] = query.order
-    if query.purpose is not None:
-        params["purpose"] = query.purpose
-    if query.metadata is not None:
-        if not query.metadata:
-            params["metadata"] = "null"
-        for key, value in query.metadata.items():
-            params[f"metadata[{key}]"] = value
-    return params

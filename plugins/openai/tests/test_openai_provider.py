@@ -1,4 +1,4 @@
-"""The OpenAI plugin's own pieces: settings from headers and list parameters."""
+"""The OpenAI plugin's own pieces: settings from headers."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from gateway.errors import Unauthorized
-from gateway.provider import PageQuery
-from gateway_openai.provider import OpenAIProvider, OpenAISettings, _params
+from gateway_openai.provider import OpenAIProvider, OpenAISettings
 
 
 def test_settings_from_headers_reads_key_organization_and_project() -> None:
@@ -29,23 +28,3 @@ def test_settings_from_headers_without_bearer_key_is_401(value: str | None) -> N
     with pytest.raises(Unauthorized) as caught:
         OpenAIProvider.settings_from_headers(headers)
     assert caught.value.code == "missing_provider_credentials"
-
-
-@pytest.mark.parametrize(
-    ("query", "expected"),
-    [
-        (PageQuery(limit=20), {"limit": "20"}),
-        (PageQuery(limit=5, after="ftjob-1"), {"limit": "5", "after": "ftjob-1"}),
-        (
-            PageQuery(limit=1, order="asc", purpose="fine-tune"),
-            {"limit": "1", "order": "asc", "purpose": "fine-tune"},
-        ),
-        (PageQuery(limit=2, metadata={}), {"limit": "2", "metadata": "null"}),
-        (
-            PageQuery(limit=2, metadata={"team": "a", "env": "b"}),
-            {"limit": "2", "metadata[team]": "a", "metadata[env]": "b"},
-        ),
-    ],
-)
-def test_params_carry_openai_list_filters(query: PageQuery, expected: dict[str, str]) -> None:
-    assert _params(query) == expected
