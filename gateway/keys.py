@@ -21,6 +21,8 @@ REQUEST_ID = web.RequestKey("request_id", str)
 GATEWAY_KEY = web.RequestKey("gateway_key", GatewayKey)
 PROVIDER = web.RequestKey("provider", str)
 UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
+# Request ids the providers gave this request's upstream calls (see gateway.upstream).
+UPSTREAM_REQUEST_IDS = web.RequestKey("upstream_request_ids", list[str])
 # Set once a streamed response has sent its headers: an error after that cannot become
 # an error response, and the connection is cut instead so the client sees a short body.
 STREAM_STARTED = web.RequestKey("stream_started", bool)

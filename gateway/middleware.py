@@ -28,6 +28,7 @@ from gateway.errors import (
     error_for_status,
 )
 from gateway.routing import authenticate
+from gateway.upstream import collect_upstream_request_ids
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,6 +44,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     incoming = request.headers.get("x-request-id", "")
     request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
     request[keys.REQUEST_ID] = request_id
+    request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
     status = 500
     try:
         response = await handler(request)
@@ -57,7 +59,8 @@ def _log_access(request: web.Request, status: int, seconds: float) -> None:
     # Only fields the gateway chose: never headers or bodies, which carry secrets.
     upstream = request.get(keys.UPSTREAM_SECONDS)
     access_log.info(
-        "request_id=%s method=%s path=%s provider=%s status=%d upstream_ms=%s total_ms=%.2f",
+        "request_id=%s method=%s path=%s provider=%s status=%d upstream_ms=%s total_ms=%.2f"
+        " upstream_request_id=%s",
         request[keys.REQUEST_ID],
         request.method,
         request.path,
@@ -65,6 +68,7 @@ def _log_access(request: web.Request, status: int, seconds: float) -> None:
         status,
         "-" if upstream is None else f"{upstream * 1000:.2f}",
         seconds * 1000,
+        (request.get(keys.UPSTREAM_REQUEST_IDS) or ["-"])[-1],
     )
 
 
@@ -94,10 +98,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare hook: every response, streamed ones too, names its request."""
+    """on_response_prepare hook: every response, streamed ones too, names its request.
+
+    ``x-upstream-request-id`` is the id the provider gave its last call for this request,
+    which is what its support asks for.
+    """
     request_id = request.get(keys.REQUEST_ID)
     if request_id is not None:
         response.headers["x-request-id"] = request_id
+    if upstream_ids := request.get(keys.UPSTREAM_REQUEST_IDS):
+        response.headers["x-upstream-request-id"] = upstream_ids[-1]
 
 
 def render_error(exc: GatewayError) -> web.Response:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,38 @@ from gateway.errors import (
 
 # How much of an error body is read: enough for any message, bounded against a flood.
 _ERROR_BODY_LIMIT = 64 * 1024
+
+
+# The request ids upstreams gave this request's calls, newest last: passed back to the
+# client as ``x-upstream-request-id`` because a provider's support asks for its own id.
+# A list set per request by the middleware (so calls made in child tasks still add to
+# it); None outside a request.
+_upstream_request_ids: ContextVar[list[str] | None] = ContextVar(
+    "upstream_request_ids", default=None
+)
+# Where providers put their request id (OpenAI, Azure's API management, AWS, Google).
+UPSTREAM_REQUEST_ID_HEADERS = ("x-request-id", "apim-request-id", "x-amzn-requestid")
+
+
+def collect_upstream_request_ids() -> list[str]:
+    """Start collecting upstream request ids for the current request; returns the list."""
+    ids: list[str] = []
+    _upstream_request_ids.set(ids)
+    return ids
+
+
+def note_upstream_request_id(value: str | None) -> None:
+    """Record an upstream's request id (for providers that do not go through ``request``)."""
+    ids = _upstream_request_ids.get()
+    if ids is not None and value and len(value) <= 128 and value.isprintable():
+        ids.append(value)
+
+
+def _note_response(response: aiohttp.ClientResponse) -> None:
+    for header in UPSTREAM_REQUEST_ID_HEADERS:
+        if value := response.headers.get(header):
+            note_upstream_request_id(value)
+            return
 
 
 # Reads an error body (and the HTTP reason, for bodies with no message) into
@@ -153,6 +186,7 @@ async def request(
     """``http.request``, its body read inside the block, with failures mapped."""
     with mapped_errors(provider):
         async with http.request(method, url, **kwargs) as response:
+            _note_response(response)
             yield response
 
 
@@ -161,7 +195,9 @@ async def send(
 ) -> aiohttp.ClientResponse:
     """An open response, for streaming its body on; the caller releases it."""
     with mapped_errors(provider):
-        return await http.request(method, url, **kwargs)
+        response = await http.request(method, url, **kwargs)
+    _note_response(response)
+    return response
 
 
 async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.Raw:

@@ -13,7 +13,7 @@ from tests.conftest import GATEWAY_KEY, OTHER_GATEWAY_KEY, TRAINING_JSONL, UPSTR
 ACCESS = re.compile(
     r"request_id=(?P<id>\S+) method=(?P<method>[A-Z]+) path=(?P<path>\S+) "
     r"provider=(?P<provider>\S+) status=(?P<status>\d{3}) upstream_ms=(?P<upstream>\S+) "
-    r"total_ms=(?P<total>[\d.]+)"
+    r"total_ms=(?P<total>[\d.]+) upstream_request_id=(?P<upstream_id>\S+)"
 )
 
 
@@ -46,6 +46,23 @@ def test_access_log_one_line_per_request_with_ids(
     assert refused.value.response.headers["x-request-id"] == "my-trace-1"
     assert refused_line["id"] == "my-trace-1" and refused_line["status"] == "400"
     assert refused_line["upstream"] == "-"
+    # The provider's own request id comes back too, on streamed answers as well, and is
+    # logged: it is what the provider's support asks for.
+    assert uploaded.headers["x-upstream-request-id"] == "req_upstream_1"
+    assert content.headers["x-upstream-request-id"] == "req_upstream_2"
+    assert (upload_line["upstream_id"], content_line["upstream_id"]) == (
+        "req_upstream_1",
+        "req_upstream_2",
+    )
+    assert refused_line["upstream_id"] == "-"
+    assert "x-upstream-request-id" not in refused.value.response.headers
+
+
+def test_upstream_request_id_comes_back_on_upstream_errors(stack: Stack) -> None:
+    stack.upstream.fail_next(429, {"error": {"message": "slow down", "type": "requests"}})
+    with pytest.raises(openai.RateLimitError) as limited:
+        stack.client().fine_tuning.jobs.list()
+    assert limited.value.response.headers["x-upstream-request-id"] == "req_upstream_1"
 
 
 def test_no_secret_in_any_log_line(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:

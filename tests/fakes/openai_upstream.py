@@ -553,10 +553,16 @@ async def _upstream_middleware(
         return ApiError(exc.status, message).response()
 
 
+async def _name_request(request: web.Request, response: web.StreamResponse) -> None:
+    """OpenAI names every answer with its own request id, as ``x-request-id``."""
+    response.headers["x-request-id"] = f"req_upstream_{len(request.app[STATE_KEY].requests)}"
+
+
 def make_app(state: FakeOpenAIState) -> web.Application:
     """Build the fake as an app so tests can serve it with aiohttp's test server or any runner."""
     app = web.Application(middlewares=[_upstream_middleware])
     app[STATE_KEY] = state
+    app.on_response_prepare.append(_name_request)
     jobs, job = "/v1/fine_tuning/jobs", "/v1/fine_tuning/jobs/{job_id}"
     app.add_routes(
         [
