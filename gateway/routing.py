@@ -90,10 +90,29 @@ def resolve_target(
             param="x-portkey-provider",
             code="missing_provider",
         )
+    if target.caller_credentials:
+        inline = "x-portkey-config" in headers
+        _check_request_urls(target.settings, config.routing.custom_host_allowlist, inline)
     if host := headers.get("x-portkey-custom-host"):
         check_custom_host(host, config.routing.custom_host_allowlist, "x-portkey-custom-host")
         target = _with_custom_host(target, host)
     return target
+
+
+def _check_request_urls(settings: ProviderSettings, allowlist: list[str], inline: bool) -> None:
+    """Hold every URL a request put in a provider's settings to the custom-host allow-list.
+
+    Settings from an inline config or provider headers can carry URLs of their own
+    (OpenAI's ``base_url``, an AWS ``endpoint_url``); left unchecked, any of them would
+    let a caller aim the gateway at an internal address.
+    """
+    for field in msgspec.structs.fields(settings):
+        value = getattr(settings, field.name)
+        if field.name == "custom_host" or value == field.default:
+            continue  # checked on its own, or the provider's own default (its real API)
+        if isinstance(value, str) and "://" in value:
+            param = f"x-portkey-config.{field.name}" if inline else field.name
+            check_custom_host(value, allowlist, param)
 
 
 def check_custom_host(url: str, allowlist: list[str], param: str) -> None:

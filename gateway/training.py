@@ -99,13 +99,31 @@ def message_text(message: ChatMessage, where: str) -> str:
     return "".join(texts)
 
 
-def check_openai_line(raw: bytes) -> None:
-    """A valid OpenAI chat line or preference (DPO) line, else raises a msgspec error.
+class _AnyOpenAILine(msgspec.Struct, kw_only=True):
+    """Either kind of line, decoded in one pass to tell which it is."""
 
-    The preference key is looked for in the raw bytes first: a quote inside a JSON string
-    is escaped, so the bare key only appears as a key.
-    """
-    if b'"preferred_output"' in raw:
-        decode_preference_line(raw)
-    else:
-        decode_chat_line(raw)
+    messages: Messages | None = None
+    input: PreferenceInput | None = None
+    preferred_output: Messages | None = None
+    non_preferred_output: Messages | None = None
+
+
+_any_line_decoder = msgspec.json.Decoder(_AnyOpenAILine)
+
+
+def check_openai_line(raw: bytes) -> None:
+    """A valid OpenAI chat line or preference (DPO) line, else raises."""
+    line = _any_line_decoder.decode(raw)
+    if line.input is not None or line.preferred_output is not None:
+        missing = [
+            name
+            for name in ("input", "preferred_output", "non_preferred_output")
+            if getattr(line, name) is None
+        ]
+        if missing:
+            raise LineInvalid(f"a preference (DPO) line needs '{missing[0]}'")
+    elif line.messages is None:
+        raise LineInvalid(
+            "not an OpenAI fine-tuning line: expected 'messages' (or 'input', "
+            "'preferred_output' and 'non_preferred_output' for DPO)"
+        )

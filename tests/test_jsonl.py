@@ -152,6 +152,8 @@ def test_message_text_refuses_what_it_cannot_carry() -> None:
             b'"non_preferred_output":[{"role":"assistant","content":"n"}]}',
             True,
         ),
+        # A chat line whose text happens to name a preference key is still a chat line.
+        (b'{"messages":[{"role":"user","content":"preferred_output"}]}', True),
         (b'{"messages":[]}', False),
         (b'{"prompt":"q","completion":"a"}', False),
         (b'{"input":{"messages":[]},"preferred_output":[]}', False),
@@ -162,5 +164,5 @@ def test_check_openai_line_accepts_chat_and_preference_lines(line: bytes, valid:
     if valid:
         check_openai_line(line)
     else:
-        with pytest.raises(msgspec.ValidationError):
+        with pytest.raises((msgspec.ValidationError, LineInvalid)):
             check_openai_line(line)

@@ -126,6 +126,32 @@ def test_resolve_target_custom_host_applies_to_any_target(registry: Registry) ->
     assert target.settings.api_key == "sk-default"
 
 
+def test_resolve_target_holds_urls_in_request_settings_to_the_allow_list(
+    registry: Registry,
+) -> None:
+    """An inline config's base_url would otherwise reach any address the caller names."""
+    config = _config(registry, custom_host_allowlist=["127.0.0.0/8"])
+    inline = '{"provider": "openai", "api_key": "sk-x", "base_url": "%s"}'
+    with pytest.raises(BadRequest) as caught:
+        _resolve(
+            registry,
+            config,
+            authorization=f"Bearer {KEY_B}",
+            x_portkey_config=inline % "http://169.254.169.254/latest",
+        )
+    assert caught.value.param == "x-portkey-config.base_url"
+    assert caught.value.code == "custom_host_not_allowed"
+    allowed = _resolve(
+        registry,
+        config,
+        authorization=f"Bearer {KEY_B}",
+        x_portkey_config=inline % "http://127.0.0.1:9/v1",
+    )
+    assert allowed.settings.base_url == "http://127.0.0.1:9/v1"
+    # A named config comes from the trusted config file: not held to the list.
+    assert _resolve(registry, config, authorization=f"Bearer {KEY_B}", x_portkey_config="cfg")
+
+
 @pytest.mark.parametrize(
     ("url", "allowlist", "allowed"),
     [
