@@ -1,0 +1,247 @@
+"""AWS plumbing: settings, one pair of aiobotocore clients per settings, errors mapped.
+
+aiobotocore ships no type stubs, so its clients are ``Any`` here and nowhere else: the
+rest of the plugin talks to them through the typed helpers in ``s3.py`` and the
+provider's few Bedrock calls, and decodes what comes back into msgspec Structs.
+
+Errors are mapped by AWS error code, never by HTTP status: Bedrock answers 400 for both
+a bad request and a conflict, and moto answers 400 for a job that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from typing import Annotated, Any
+
+import msgspec
+from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+from aiobotocore.session import get_session  # type: ignore[import-untyped]
+from botocore import exceptions as boto  # type: ignore[import-untyped]
+
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    GatewayError,
+    NotFound,
+    RateLimited,
+    Unauthorized,
+    UpstreamError,
+    UpstreamTimeout,
+    error_for_status,
+)
+from gateway.provider import ProviderSettings
+from gateway.upstream import redact
+
+# Object keys handed to Bedrock must match its S3Uri pattern, so the prefix may only hold
+# these characters.
+S3_PREFIX_PATTERN = r"^[-!_*'().a-zA-Z0-9/]*$"
+
+
+class BedrockSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A virtual key's ``bedrock`` settings (Portkey's names), or the ``x-portkey-aws-*`` headers.
+
+    Without an access key, a virtual key uses the gateway's own AWS credential chain
+    (environment, instance role); a request never does.
+    """
+
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_region: str = "us-east-1"
+    # The IAM role Bedrock assumes to read the training data: the default for jobs.
+    aws_role_arn: str | None = None
+    aws_s3_bucket: str | None = None
+    aws_s3_prefix: Annotated[str, msgspec.Meta(pattern=S3_PREFIX_PATTERN)] = "finetune-gateway/"
+    # One endpoint for both S3 and Bedrock (a local stand-in); custom_host wins over it.
+    endpoint_url: str | None = None
+
+    def __repr__(self) -> str:
+        # Settings end up in pool keys and tracebacks: never show the secrets.
+        shown = {
+            "region": self.aws_region,
+            "bucket": self.aws_s3_bucket,
+            "access_key_id": _mask(self.aws_access_key_id),
+            "endpoint": self.custom_host or self.endpoint_url,
+        }
+        return f"BedrockSettings({shown})"
+
+    @property
+    def secrets(self) -> tuple[str | None, ...]:
+        return (self.aws_secret_access_key, self.aws_session_token, self.aws_access_key_id)
+
+
+def _mask(value: str | None) -> str | None:
+    return None if value is None else f"{value[:4]}***"
+
+
+class Clients:
+    """The S3 and Bedrock clients for one settings; made on first use, closed once."""
+
+    def __init__(self, settings: BedrockSettings, *, caller_credentials: bool) -> None:
+        self._settings = settings
+        self._caller_credentials = caller_credentials
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def s3(self) -> Any:
+        return await self._client("s3")
+
+    async def bedrock(self) -> Any:
+        return await self._client("bedrock")
+
+    async def _client(self, service: str) -> Any:
+        client = self._clients.get(service)
+        if client is not None:
+            return client
+        async with self._lock:
+            if service not in self._clients:
+                self._clients[service] = await self._stack.enter_async_context(
+                    self._create(service)
+                )
+            return self._clients[service]
+
+    def _create(self, service: str) -> Any:
+        s = self._settings
+        if self._caller_credentials and not (s.aws_access_key_id and s.aws_secret_access_key):
+            # Falling back to the gateway's own credential chain would hand the caller
+            # the gateway's AWS identity.
+            raise missing_credentials()
+        config = AioConfig(
+            connect_timeout=10,
+            read_timeout=120,
+            retries={"mode": "standard", "max_attempts": 3},
+            # Local and S3-compatible endpoints serve buckets by path, not by host name.
+            s3={"addressing_style": "path"},
+            # Flexible checksums on every part are not understood by every S3-compatible
+            # store; TLS already guards the bytes in transit.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        return get_session().create_client(
+            service,
+            region_name=s.aws_region,
+            endpoint_url=s.custom_host or s.endpoint_url,
+            aws_access_key_id=s.aws_access_key_id,
+            aws_secret_access_key=s.aws_secret_access_key,
+            aws_session_token=s.aws_session_token,
+            config=config,
+        )
+
+    async def close(self) -> None:
+        self._clients.clear()
+        await self._stack.aclose()
+
+
+ClientError: type[Exception] = boto.ClientError
+
+
+def missing_credentials() -> Unauthorized:
+    return Unauthorized(
+        "No AWS credentials in the request: send 'x-portkey-aws-access-key-id' and "
+        "'x-portkey-aws-secret-access-key', or use a virtual key",
+        code="missing_provider_credentials",
+    )
+
+
+_BY_CODE: dict[str, type[GatewayError]] = {
+    "ValidationException": BadRequest,
+    "TooManyTagsException": BadRequest,
+    "InvalidRequest": BadRequest,
+    "ResourceNotFoundException": NotFound,
+    "NoSuchKey": NotFound,
+    "NoSuchUpload": NotFound,
+    "NotFound": NotFound,
+    "404": NotFound,
+    "ConflictException": Conflict,
+    "ResourceInUseException": Conflict,
+    "ThrottlingException": RateLimited,
+    "TooManyRequestsException": RateLimited,
+    "SlowDown": RateLimited,
+    # A quota (concurrent jobs, say) frees up as jobs end: worth retrying later.
+    "ServiceQuotaExceededException": RateLimited,
+    "InternalServerException": UpstreamError,
+    "InternalError": UpstreamError,
+    "ServiceUnavailableException": UpstreamError,
+    "ServiceUnavailable": UpstreamError,
+}
+# The identity is refused outright (bad key, bad signature, expired token).
+_BAD_CREDENTIALS = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidToken",
+    }
+)
+# The identity is known but may not do this.
+_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "403"})
+
+
+def map_client_error(
+    exc: boto.ClientError, *, service: str, caller_credentials: bool, secrets: Any
+) -> GatewayError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code") or "")
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    message = redact(str(error.get("Message") or code or "no message"), secrets)
+    if code in _BAD_CREDENTIALS or code in _DENIED:
+        if not caller_credentials:
+            return UpstreamError(
+                f"{service} refused the gateway's configured credentials ({code}): {message}",
+                code="upstream_auth_failed",
+            )
+        cls: type[GatewayError] = Forbidden if code in _DENIED else Unauthorized
+        return cls(f"{service}: {message}", code=code)
+    if code == "NoSuchBucket":
+        if caller_credentials:
+            return BadRequest(
+                f"S3 bucket does not exist: {message}",
+                param="x-portkey-aws-s3-bucket",
+                code=code,
+            )
+        return UpstreamError(f"The configured S3 bucket does not exist: {message}", code=code)
+    cls = _BY_CODE.get(code) or error_for_status(status or 502)
+    if cls is UpstreamError:
+        return UpstreamError(f"{service} failed ({code or status}): {message}", code=code or None)
+    return cls(f"{service}: {message}", code=code or None)
+
+
+@contextlib.contextmanager
+def aws_errors(service: str, *, caller_credentials: bool, secrets: Any) -> Iterator[None]:
+    """botocore's failures, raised inside the block, as the gateway's errors."""
+    try:
+        yield
+    except boto.ClientError as exc:
+        raise map_client_error(
+            exc, service=service, caller_credentials=caller_credentials, secrets=secrets
+        ) from None
+    except boto.ParamValidationError as exc:
+        raise BadRequest(redact(str(exc), secrets), code="invalid_value") from None
+    except (boto.NoCredentialsError, boto.PartialCredentialsError):
+        if caller_credentials:
+            raise missing_credentials() from None
+        raise UpstreamError(
+            "The gateway has no AWS credentials for this virtual key",
+            code="upstream_auth_failed",
+        ) from None
+    except (boto.ConnectTimeoutError, boto.ReadTimeoutError, TimeoutError):
+        raise UpstreamTimeout(
+            f"{service} did not answer in time", code="upstream_timeout"
+        ) from None
+    except boto.EndpointConnectionError:
+        raise UpstreamError(
+            f"Could not connect to {service}", code="upstream_unreachable"
+        ) from None
+    except boto.BotoCoreError as exc:
+        raise UpstreamError(
+            f"Call to {service} failed: {type(exc).__name__}", code="upstream_error"
+        ) from None

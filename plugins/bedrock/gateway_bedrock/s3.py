@@ -1,0 +1,256 @@
+"""S3 staging: where the gateway keeps files, and the streaming multipart writer.
+
+Layout under the configured prefix:
+
+    <prefix>files/<stem>/<filename>           an uploaded original (what files.list shows)
+    <prefix>staged/<source>.<format>.jsonl    its conversion for one Bedrock line format
+    <prefix>output/<job name>/                a job's output, unless the job names one
+
+A ``stem`` is the upload time in milliseconds and 16 random hex digits, so S3's key order
+is upload order and the file id (the stem, base64url) is short and URL-safe. Staged keys
+use only the characters Bedrock's S3Uri pattern allows.
+
+Every write streams through ``write_multipart``: parts of ``PART_SIZE`` (S3 wants at
+least 5 MiB), a few in flight at once, memory bounded by those parts whatever the file
+size; when the source fails (a bad line, a cut connection, a cancelled request) the
+multipart upload is aborted, so no partial object is ever left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from gateway.errors import NotFound
+from gateway.ids import decode_id, encode_id
+from gateway.streams import rechunk
+from gateway_bedrock.aws import ClientError
+from gateway_bedrock.formats import LineFormat
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+PART_SIZE = 8 * MiB  # x 10,000 parts (S3's limit) = 78 GiB, beyond any upload limit
+PARTS_IN_FLIGHT = 3
+READ_CHUNK = 1 * MiB
+FILE_ID_PREFIX = "file-"
+_STEM = re.compile(r"\d{13}[0-9a-f]{16}")
+_UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+def new_stem(now_ms: int | None = None) -> str:
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    return f"{ms:013d}{secrets.token_hex(8)}"
+
+
+def file_id(stem: str) -> str:
+    return encode_id(FILE_ID_PREFIX, stem)
+
+
+def stem_of(public_id: str) -> str:
+    """The stem behind a file id; a 404 for anything this gateway could not have issued."""
+    stem = decode_id(FILE_ID_PREFIX, public_id, what="file")
+    if not _STEM.fullmatch(stem):
+        raise NotFound(f"No file found with id '{public_id}'")
+    return stem
+
+
+def created_at_of(stem: str) -> int:
+    return int(stem[:13]) // 1000
+
+
+def safe_filename(filename: str) -> str:
+    """The name as a single key segment: no separators or control characters."""
+    return _UNSAFE_NAME.sub("_", filename)[:255] or "upload.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+    @property
+    def files_prefix(self) -> str:
+        return f"{self.prefix}files/"
+
+    def file_key(self, stem: str, filename: str) -> str:
+        return f"{self.files_prefix}{stem}/{safe_filename(filename)}"
+
+    def staged_key(self, source: str, line_format: LineFormat) -> str:
+        return f"{self.prefix}staged/{source}.{line_format.value}.jsonl"
+
+    def staged_prefix(self, source: str) -> str:
+        return f"{self.prefix}staged/{source}."
+
+    def output_uri(self, job_name: str) -> str:
+        # Job names may hold "+", which Bedrock's S3Uri pattern does not allow.
+        return self.uri(f"{self.prefix}output/{job_name.replace('+', '-')}/")
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def file_id_for_uri(self, uri: str) -> str | None:
+        """The file id a staged object was converted from, if it is one of ours."""
+        head = self.uri(f"{self.prefix}staged/")
+        if not uri.startswith(head):
+            return None
+        stem = uri[len(head) :].split(".", 1)[0]
+        return file_id(stem) if _STEM.fullmatch(stem) else None
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str] | None:
+    """``s3://bucket/key`` as (bucket, key); None when it is not one."""
+    if not uri.startswith("s3://"):
+        return None
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return (bucket, key) if bucket and key and not key.endswith("/") else None
+
+
+class StoredFile(msgspec.Struct, frozen=True):
+    key: str
+    stem: str
+    filename: str
+    size: int
+
+
+def stored_file(key: str, size: int, layout: Layout) -> StoredFile | None:
+    rest = key[len(layout.files_prefix) :]
+    stem, _, name = rest.partition("/")
+    if not _STEM.fullmatch(stem) or not name or "/" in name:
+        return None  # not something this gateway wrote: never listed
+    return StoredFile(key, stem, name, size)
+
+
+def file_metadata(filename: str, purpose: str, created_at: int) -> dict[str, str]:
+    # S3 user metadata travels in headers, which must be ASCII: percent-encode the name.
+    return {"filename": quote(filename, safe=""), "purpose": purpose, "created-at": str(created_at)}
+
+
+async def write_multipart(
+    client: Any,
+    bucket: str,
+    key: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    metadata: dict[str, str] | None = None,
+    content_type: str = "application/jsonl",
+) -> int:
+    """Stream ``chunks`` into one new object; the bytes written, or nothing on failure.
+
+    ``chunks`` is consumed and closed here, whether the write succeeds or not.
+    """
+    created = await client.create_multipart_upload(
+        Bucket=bucket, Key=key, Metadata=metadata or {}, ContentType=content_type
+    )
+    upload_id: str = created["UploadId"]
+
+    async def put(number: int, body: bytes) -> dict[str, Any]:
+        answer = await client.upload_part(
+            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+        )
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    in_flight: set[asyncio.Task[dict[str, Any]]] = set()
+    finished: list[asyncio.Task[dict[str, Any]]] = []
+    size = 0
+    try:
+        number = 0
+        async for piece in rechunk(chunks, PART_SIZE):
+            number += 1
+            size += len(piece)
+            in_flight.add(asyncio.ensure_future(put(number, piece)))
+            if len(in_flight) >= PARTS_IN_FLIGHT:
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                finished.extend(done)
+                for task in done:
+                    task.result()  # a failed part fails the upload now, not at the end
+        if number == 0:  # S3 completes no upload without a part
+            in_flight.add(asyncio.ensure_future(put(1, b"")))
+        await asyncio.gather(*in_flight)
+        finished.extend(in_flight)
+        in_flight.clear()
+        parts = sorted((task.result() for task in finished), key=lambda part: part["PartNumber"])
+        await client.complete_multipart_upload(
+            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        for task in in_flight:
+            task.cancel()
+        # Every part's outcome collected, so none is reported as never retrieved.
+        await asyncio.gather(*in_flight, *finished, return_exceptions=True)
+        # Shielded: a cancelled request must still abort, or S3 keeps (and bills) the parts.
+        abort = asyncio.ensure_future(
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        )
+        abort.add_done_callback(functools.partial(_log_failed_abort, key))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(abort)
+        raise
+    finally:
+        await aclose(chunks)
+    return size
+
+
+def _log_failed_abort(key: str, abort: asyncio.Future[Any]) -> None:
+    if not abort.cancelled() and abort.exception() is not None:
+        log.warning("could not abort the multipart upload of %s: %r", key, abort.exception())
+
+
+async def aclose(iterator: AsyncIterator[bytes]) -> None:
+    """Close an async generator left part-read (a failed write), so its source is released."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def read_chunks(body: Any, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+    """An S3 object's body as chunks; closes the connection when done or abandoned."""
+    try:
+        async for chunk in body.iter_chunks(chunk_size):
+            yield chunk
+    finally:
+        body.close()
+
+
+async def exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        await client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if getattr(exc, "response", {}).get("Error", {}).get("Code") in (
+            "404",
+            "NoSuchKey",
+            "NotFound",
+        ):
+            return False
+        raise
+    return True
+
+
+async def list_keys(client: Any, bucket: str, prefix: str) -> AsyncIterator[tuple[str, int]]:
+    """Every (key, size) under ``prefix``, in key order, 1,000 per call."""
+    token: str | None = None
+    while True:
+        extra = {"ContinuationToken": token} if token else {}
+        answer = await client.list_objects_v2(Bucket=bucket, Prefix=prefix, **extra)
+        for item in answer.get("Contents", []):
+            yield item["Key"], int(item["Size"])
+        token = answer.get("NextContinuationToken")
+        if not answer.get("IsTruncated") or not token:
+            return
+
+
+async def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
+    for start in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[start : start + 1000]]
+        await client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})

@@ -1,0 +1,144 @@
+"""Fixtures: moto (S3 and Bedrock on one loopback endpoint) and a gateway in front of it.
+
+One moto server serves the whole session; each test starts from an empty moto (its
+reset API) with a fresh bucket. The gateway runs on a ``ServerThread`` with a config
+whose default virtual key is a Bedrock key pointing at moto, so the plain OpenAI SDK
+with only ``base_url`` and ``api_key`` reaches Bedrock, as a user's program would.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import openai
+import pytest
+import requests
+from moto.bedrock.models import ModelCustomizationJob, bedrock_backends
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.server import ThreadedMotoServer
+
+from gateway.app import make_app
+from gateway.config import parse_config
+from gateway.registry import Registry
+from gateway_bedrock.transform import job_name_of
+from tests.conftest import GATEWAY_KEY, base_config
+from tests.support.live import ServerThread
+
+REGION = "us-east-1"
+BUCKET = "ft-gateway-staging"
+PREFIX = "gw/"
+ROLE_ARN = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/bedrock-fine-tuning"
+ACCESS_KEY = "AKIAGATEWAYTEST0001"
+SECRET_KEY = "gateway-secret-key-do-not-leak-0123456789"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(moto_url: str) -> Any:
+    """A fresh moto with the staging bucket; a boto3 client to look inside it."""
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    client = boto3.client(
+        "s3",
+        endpoint_url=moto_url,
+        region_name=REGION,
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+    client.create_bucket(Bucket=BUCKET)
+    return client
+
+
+def bedrock_config(moto_url: str) -> dict[str, Any]:
+    raw = copy.deepcopy(base_config("http://127.0.0.1:9/v1"))
+    raw["virtual_keys"]["bedrock-main"] = {
+        "provider": "bedrock",
+        "aws_access_key_id": ACCESS_KEY,
+        "aws_secret_access_key": SECRET_KEY,
+        "aws_region": REGION,
+        "aws_s3_bucket": BUCKET,
+        "aws_s3_prefix": PREFIX,
+        "aws_role_arn": ROLE_ARN,
+        "endpoint_url": moto_url,
+    }
+    raw["gateway_keys"]["search-team"]["default_virtual_key"] = "bedrock-main"
+    return raw
+
+
+@dataclass
+class Gateway:
+    url: str
+    moto_url: str
+    s3: Any
+    clients: list[openai.OpenAI] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        made = openai.OpenAI(base_url=self.url, api_key=GATEWAY_KEY, max_retries=0, **kwargs)
+        self.clients.append(made)
+        return made
+
+    def keys(self, under: str = "") -> list[str]:
+        answer = self.s3.list_objects_v2(Bucket=BUCKET, Prefix=under)
+        return sorted(item["Key"] for item in answer.get("Contents", []))
+
+    def read(self, key: str) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        return body
+
+    def open_multipart_uploads(self) -> list[str]:
+        answer = self.s3.list_multipart_uploads(Bucket=BUCKET)
+        return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+
+@pytest.fixture(scope="session")
+def registry() -> Registry:
+    return Registry.discover()
+
+
+@pytest.fixture
+def gateway(moto_url: str, s3: Any, registry: Registry) -> Iterator[Gateway]:
+    servers = ServerThread()
+    config = parse_config(bedrock_config(moto_url), registry, {})
+    built = Gateway(servers.serve(make_app(config, registry)) + "/v1", moto_url, s3)
+    yield built
+    for client in built.clients:
+        client.close()
+    servers.close()
+
+
+def moto_job(public_id: str) -> ModelCustomizationJob:
+    """The job behind a gateway job id, in moto's backend: tests drive its lifecycle here."""
+    jobs = bedrock_backends[DEFAULT_ACCOUNT_ID][REGION].model_customization_jobs
+    job: ModelCustomizationJob = jobs[job_name_of(public_id)]
+    return job
+
+
+@pytest.fixture
+def status_details(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto leaves out ``statusDetails``; answer with a job's ``status_details`` when set.
+
+    Real Bedrock reports each step (validation, data processing, training) this way.
+    """
+    original = ModelCustomizationJob.to_dict
+
+    def to_dict(self: ModelCustomizationJob) -> dict[str, Any]:
+        answer: dict[str, Any] = original(self)
+        details = getattr(self, "status_details", None)
+        if details:
+            answer["statusDetails"] = details
+        return answer
+
+    monkeypatch.setattr(ModelCustomizationJob, "to_dict", to_dict)
