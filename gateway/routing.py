@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +100,11 @@ def resolve_target(
     return target
 
 
+# A setting whose value starts with a scheme is a URL the provider may call; a value that
+# merely contains one (a key file's JSON holding its token_uri) is the provider's to check.
+_LOOKS_LIKE_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def _check_request_urls(settings: ProviderSettings, allowlist: list[str], inline: bool) -> None:
     """Hold every URL a request put in a provider's settings to the custom-host allow-list.
 
@@ -110,7 +116,7 @@ def _check_request_urls(settings: ProviderSettings, allowlist: list[str], inline
         value = getattr(settings, field.name)
         if field.name == "custom_host" or value == field.default:
             continue  # checked on its own, or the provider's own default (its real API)
-        if isinstance(value, str) and "://" in value:
+        if isinstance(value, str) and _LOOKS_LIKE_URL.match(value):
             param = f"x-portkey-config.{field.name}" if inline else field.name
             check_custom_host(value, allowlist, param)
 

@@ -148,6 +148,17 @@ def test_resolve_target_holds_urls_in_request_settings_to_the_allow_list(
         x_portkey_config=inline % "http://127.0.0.1:9/v1",
     )
     assert allowed.settings.base_url == "http://127.0.0.1:9/v1"
+    # Leading spaces do not hide a URL; a value that merely mentions one (a key file's
+    # JSON with its token_uri, say) is not a URL the gateway calls, and is left alone.
+    with pytest.raises(BadRequest):
+        _resolve(
+            registry,
+            config,
+            authorization=f"Bearer {KEY_B}",
+            x_portkey_config=inline % " http://10.0.0.1/v1",
+        )
+    mention = '{"provider": "openai", "api_key": "sk-x", "organization": "see http://10.0.0.1"}'
+    assert _resolve(registry, config, authorization=f"Bearer {KEY_B}", x_portkey_config=mention)
     # A named config comes from the trusted config file: not held to the list.
     assert _resolve(registry, config, authorization=f"Bearer {KEY_B}", x_portkey_config="cfg")
 
