@@ -10,7 +10,7 @@ Shared by every plugin that speaks HTTP, so the mapping is the same everywhere:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -198,6 +198,35 @@ async def send(
         response = await http.request(method, url, **kwargs)
     _note_response(response)
     return response
+
+
+async def call_json(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    check: Callable[[aiohttp.ClientResponse], Awaitable[None]],
+    headers: Mapping[str, str],
+    params: Mapping[str, str] | None = None,
+    body: Any = None,
+    form: aiohttp.MultipartWriter | None = None,
+) -> msgspec.Raw:
+    """One upstream call answered with JSON, for providers with JSON APIs.
+
+    ``body`` is sent as JSON, ``form`` as multipart; ``check`` raises the mapped error
+    for a failed answer (``raise_for_openai_status`` with the provider's secrets, say).
+    """
+    sent = dict(headers)
+    data: bytes | aiohttp.MultipartWriter | None = form
+    if body is not None:
+        data = msgspec.json.encode(body)
+        sent["Content-Type"] = "application/json"
+    async with request(
+        http, method, url, provider=provider, params=params, data=data, headers=sent
+    ) as response:
+        await check(response)
+        return await read_json(response, provider)
 
 
 async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.Raw:

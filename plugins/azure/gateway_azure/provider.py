@@ -36,7 +36,7 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
-from gateway.upstream import raise_for_openai_status, read_json, request, send
+from gateway.upstream import call_json, raise_for_openai_status, send
 from gateway_azure import transform as tf
 from gateway_azure.errors import parse_error
 from gateway_azure.settings import AzureSettings, Surface, settings_from_headers
@@ -98,23 +98,17 @@ class AzureOpenAIProvider(Provider):
         headers: Mapping[str, str] | None = None,
     ) -> msgspec.Raw:
         """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart."""
-        all_headers = self._headers()
-        data: bytes | aiohttp.MultipartWriter | None = form
-        if body is not None:
-            data = msgspec.json.encode(body)
-            all_headers["Content-Type"] = "application/json"
-        all_headers.update(headers or {})
-        async with request(
+        return await call_json(
             self.http,
             method,
             self._url(path),
             provider=self.slug,
+            check=self._raise_for_status,
+            headers={**self._headers(), **(headers or {})},
             params={**(params or {}), **self.surface.params()},
-            data=data,
-            headers=all_headers,
-        ) as response:
-            await self._raise_for_status(response)
-            return await read_json(response, self.slug)
+            body=body,
+            form=form,
+        )
 
     async def _dated(self, method: str, path: str, type_: type[T], what: str, **kwargs: Any) -> T:
         raw = await self._call(method, path, **kwargs)
