@@ -58,6 +58,11 @@ class FileStore:
                 param="purpose",
                 code="unsupported_purpose",
             )
+        if upload.extra_fields:  # expires_after[...]: objects here do not expire
+            name = upload.extra_fields[0][0]
+            raise BadRequest(
+                f"'{name}' is not supported for Bedrock files", param=name, code="unsupported"
+            )
         layout = self.layout()
         client = await self._clients.s3()
         stem = s3.new_stem()

@@ -92,6 +92,17 @@ def test_upload_with_other_purpose_is_400_naming_purpose(gateway: Gateway) -> No
     assert gateway.keys() == []
 
 
+def test_upload_with_expiry_is_refused_not_ignored(gateway: Gateway) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.client().files.create(
+            file=("t.jsonl", TRAINING_JSONL),
+            purpose="fine-tune",
+            expires_after={"anchor": "created_at", "seconds": 3600},
+        )
+    assert caught.value.body["param"].startswith("expires_after")  # type: ignore[index]
+    assert gateway.keys() == []
+
+
 def test_bad_file_is_refused_with_line_numbers_and_nothing_is_left(gateway: Gateway) -> None:
     good = chat_lines(3)
     bad = good + b'{"messages": [{"role": "user", "content": "no answer"}]}\nnot json\n'
