@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import openai
@@ -322,3 +323,38 @@ def test_inline_config_cannot_point_the_client_at_any_endpoint(gateway: Gateway)
     # Core holds every URL a request supplies to the custom-host allow-list.
     assert caught.value.body["code"] == "custom_host_not_allowed"  # type: ignore[index]
     assert caught.value.body["param"] == "x-portkey-config.endpoint_url"  # type: ignore[index]
+
+
+def test_no_secret_in_any_log_line(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """What `finetune-gateway serve` would write (INFO and up, the gateway's own DEBUG too)."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="finetune_gateway")
+    caplog.set_level(logging.DEBUG, logger="gateway_bedrock")
+    session_token = "FwoGZXIvYXdzEXAMPLE-session-token-0123456789"
+    headers = {
+        "x-portkey-provider": "bedrock",
+        "x-portkey-aws-access-key-id": ACCESS_KEY,
+        "x-portkey-aws-secret-access-key": SECRET_KEY,
+        "x-portkey-aws-session-token": session_token,
+        "x-portkey-aws-region": "us-east-1",
+        "x-portkey-aws-s3-bucket": BUCKET,
+        "x-portkey-custom-host": gateway.moto_url,
+    }
+    client = gateway.client(default_headers=headers)
+    uploaded = client.files.create(file=("s.jsonl", jsonl(*ONE_TURN)), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(
+        model=NOVA, training_file=uploaded.id, extra_body={"role_arn": ROLE_ARN}
+    )
+    client.fine_tuning.jobs.list()
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve(job.id + "x")
+    with pytest.raises(openai.BadRequestError):
+        client.files.create(file=("bad.jsonl", b"{oops\n"), purpose="fine-tune")
+
+    server_side = [
+        r for r in caplog.records if not r.name.startswith(("openai", "httpx", "httpcore"))
+    ]
+    assert any(r.name == "finetune_gateway.access" for r in server_side)
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in server_side)
+    for secret in (SECRET_KEY, session_token):
+        assert secret not in text

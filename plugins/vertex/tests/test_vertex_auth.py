@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -180,3 +181,34 @@ def test_settings_base_url(fields: dict[str, Any], url: str) -> None:
 def test_settings_prefix_always_ends_with_a_slash() -> None:
     assert VertexSettings(vertex_storage_prefix="team-a").prefix == "team-a/"
     assert VertexSettings(vertex_storage_prefix="").prefix == ""
+
+
+def test_no_secret_in_any_log_line(
+    vertex: VertexStack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What `finetune-gateway serve` would write (INFO and up, the gateway's own DEBUG too):
+    neither the key file's private key nor an access token issued from it."""
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="finetune_gateway")
+    caplog.set_level(logging.DEBUG, logger="gateway_vertex")
+    allowed = vertex_settings.GOOGLE_TOKEN_URIS | {vertex.key_info["token_uri"]}
+    monkeypatch.setattr(vertex_settings, "GOOGLE_TOKEN_URIS", allowed)
+    vertex.google.revoked.add(CLIENT_EMAIL)
+    with header_client(vertex) as client, pytest.raises(openai.AuthenticationError):
+        client.fine_tuning.jobs.list()
+    vertex.google.revoked.clear()
+    with header_client(vertex) as client:
+        client.fine_tuning.jobs.list()
+        with pytest.raises(openai.NotFoundError):
+            client.fine_tuning.jobs.retrieve("ftjob-bm9wZQ")
+
+    issued = list(vertex.google.tokens)
+    assert issued, "a token was issued, so there was one to leak"
+    private_key_body = vertex.key_info["private_key"].splitlines()[1]
+    server_side = [
+        r for r in caplog.records if not r.name.startswith(("openai", "httpx", "httpcore"))
+    ]
+    assert any(r.name == "finetune_gateway.access" for r in server_side)
+    text = "\n".join(r.getMessage() + (r.exc_text or "") for r in server_side)
+    for secret in [private_key_body, *issued]:
+        assert secret not in text
