@@ -3,7 +3,7 @@
 On the v1 API (OpenAI's schema) this is a faithful proxy, as the OpenAI plugin is:
 answers go back as Azure's bytes (``msgspec.Raw``) and create bodies keep every field
 the client sent except the gateway's own. On the dated API, answers are decoded and
-rebuilt by ``transform``; what the dated API lacks (pause, resume, ``method``,
+rebuilt by ``transform``; what the dated API lacks (pause, resume, ``method`` other than supervised,
 ``metadata``, the jobs-list metadata filter, upload options) is a clear 400, and its
 files list, which does not page, is paged here. Uploads and downloads stream on both.
 """
@@ -69,7 +69,14 @@ class AzureOpenAIProvider(Provider):
     def _url(self, path: str) -> str:
         s = self.settings
         if s.custom_host:
+            # Host (and any proxy prefix) only: a custom host given as Portkey's Azure base
+            # URL (ending in /openai) or as the SDK's v1 base_url (/openai/v1) is taken
+            # without that tail, which is added back below for the API in use.
             base = s.custom_host.rstrip("/")
+            for tail in ("/openai/v1", "/openai"):
+                if base.endswith(tail):
+                    base = base[: -len(tail)]
+                    break
         elif s.resource_name:
             base = f"https://{s.resource_name}.openai.azure.com"
         else:

@@ -15,6 +15,7 @@ sets it (an allow-listed ``x-portkey-custom-host``, or a config's ``custom_host`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
@@ -31,6 +32,9 @@ V1_VERSIONS = frozenset({"v1", "preview", "latest"})
 # "#", an "@") could point the gateway at a host of the caller's choosing.
 ResourceName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?$")]
 ApiVersion = Annotated[str, Meta(pattern=r"^(?:v1|preview|latest|\d{4}-\d{2}-\d{2}(?:-preview)?)$")]
+
+# A JSON Web Token (an Entra ID access token); Azure's API keys never look like one.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 # Request header -> setting, for a request that names the provider with x-portkey-provider.
 HEADER_SETTINGS = {
@@ -87,7 +91,12 @@ def settings_from_headers(headers: Mapping[str, str]) -> AzureSettings:
     if (token := fields.get("ad_token", "")).lower().startswith("bearer "):
         fields["ad_token"] = token[len("bearer ") :].strip()  # sent as a header value
     if key := _bearer(headers) or headers.get("api-key", "").strip():
-        fields["api_key"] = key
+        if _JWT.fullmatch(key) and "ad_token" not in fields:
+            # An Entra ID token (the OpenAI SDK sends a token provider's token this way):
+            # Azure refuses it in "api-key"; it must go as a bearer token.
+            fields["ad_token"] = key
+        else:
+            fields["api_key"] = key
     if "api_key" not in fields and "ad_token" not in fields:
         raise Unauthorized(
             "No Azure OpenAI credentials in the request: send 'Authorization: Bearer <Azure "

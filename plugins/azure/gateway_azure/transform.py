@@ -3,7 +3,7 @@
 Azure's dated schema differs from OpenAI's in ways a client notices: statuses
 ``created/pending/running/succeeded/cancelled/failed``, ``organisation_id``, event level
 ``warning``, ``-1`` for a hyperparameter Azure chooses, optional fields left out instead
-of sent as ``null``, no ``method``/``metadata``/``integrations`` on create. Answers are
+of sent as ``null``, no DPO ``method``, ``metadata`` or ``integrations`` on create. Answers are
 decoded into the Structs below (unknown fields ignored, so additions do not break us) and
 rebuilt as ``gateway.models`` objects, which carry every field OpenAI marks required.
 
@@ -30,6 +30,8 @@ from gateway.models import (
     JobEvent,
     JobStatus,
 )
+from gateway.paging import page_of
+from gateway.provider import PageQuery
 
 T = TypeVar("T")
 
@@ -69,6 +71,8 @@ DATED_JOB_FIELDS = frozenset(
     {"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed"}
 )
 DATED_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# Azure's documented limit for the dated API's suffix (OpenAI's own is 64).
+DATED_SUFFIX_MAX = 40
 
 
 # ---- Azure's dated wire format ------------------------------------------------------
@@ -265,38 +269,63 @@ def dated_job_body(spec: JobCreate, body: dict[str, Any], api_version: str) -> d
     """The dated create body; a field the dated API lacks is a 400 naming it.
 
     ``"auto"`` hyperparameters are left out: absent is how the dated API says "you pick".
+    ``method`` of type ``supervised`` is what the dated API trains anyway: its
+    hyperparameters become the top-level ones. Any other method is refused.
     """
     for key, value in body.items():
         if key in DATED_JOB_FIELDS or key in GATEWAY_ONLY_JOB_FIELDS or value is None:
             continue
-        raise BadRequest(
-            f"Azure OpenAI API version {api_version} does not accept '{key}' when creating "
-            "a fine-tuning job; use a virtual key with api_version 'v1' for it",
-            param=key,
-            code="unsupported_parameter",
-        )
-    hyper_given = body.get("hyperparameters") or {}
+        if key == "method" and spec.method is not None and spec.method.type == "supervised":
+            continue
+        raise _lacks(api_version, f"'{key}' when creating a fine-tuning job", key)
+    hyperparameters, hyper_given, where = spec.hyperparameters, body.get("hyperparameters"), ""
+    if spec.method is not None and spec.method.type == "supervised":
+        supervised = (body.get("method") or {}).get("supervised") or {}
+        method_hyper = supervised.get("hyperparameters") if isinstance(supervised, dict) else None
+        if method_hyper:
+            if hyper_given:
+                raise BadRequest(
+                    "Give hyperparameters either at the top level or in "
+                    "'method.supervised.hyperparameters', not both",
+                    param="hyperparameters",
+                    code="invalid_value",
+                )
+            supervised_spec = spec.method.supervised
+            hyperparameters = None if supervised_spec is None else supervised_spec.hyperparameters
+            hyper_given, where = method_hyper, "method.supervised."
     for key, value in hyper_given.items() if isinstance(hyper_given, dict) else ():
         if key not in DATED_HYPERPARAMETERS and value is not None:
-            raise BadRequest(
-                f"Azure OpenAI API version {api_version} does not accept the hyperparameter "
-                f"'{key}'; use a virtual key with api_version 'v1' for it",
-                param=f"hyperparameters.{key}",
-                code="unsupported_parameter",
-            )
+            param = f"{where}hyperparameters.{key}"
+            raise _lacks(api_version, f"the hyperparameter '{key}'", param)
+    if spec.suffix is not None and len(spec.suffix) > DATED_SUFFIX_MAX:
+        raise BadRequest(
+            f"Invalid 'suffix': Azure OpenAI takes at most {DATED_SUFFIX_MAX} characters "
+            f"(got {len(spec.suffix)})",
+            param="suffix",
+            code="invalid_value",
+        )
     out: dict[str, Any] = {"model": spec.model, "training_file": spec.training_file}
     for name in ("validation_file", "suffix", "seed"):
         if (value := getattr(spec, name)) is not None:
             out[name] = value
-    if spec.hyperparameters is not None:
+    if hyperparameters is not None:
         hyper = {
             name: value
             for name in DATED_HYPERPARAMETERS
-            if (value := getattr(spec.hyperparameters, name)) not in (None, "auto")
+            if (value := getattr(hyperparameters, name)) not in (None, "auto")
         }
         if hyper:
             out["hyperparameters"] = hyper
     return out
+
+
+def _lacks(api_version: str, what: str, param: str) -> BadRequest:
+    return BadRequest(
+        f"Azure OpenAI API version {api_version} does not accept {what}; use a virtual key "
+        "with api_version 'v1' for it",
+        param=param,
+        code="unsupported_parameter",
+    )
 
 
 # ---- paging the dated files list, which has none ------------------------------------
@@ -313,13 +342,6 @@ def page_files(
     ordered = sorted(files, key=lambda f: f.created_at)
     if order != "asc":
         ordered.reverse()
-    if after is not None:
-        ids = [f.id for f in ordered]
-        if after not in ids:
-            raise BadRequest(
-                f"Invalid 'after': no file with id {after!r} in this list",
-                param="after",
-                code="invalid_value",
-            )
-        ordered = ordered[ids.index(after) + 1 :]
-    return ordered[:limit], len(ordered) > limit
+    # An `after` no longer in the list (deleted while paging) ends the walk, as
+    # everywhere else in the gateway, rather than failing it.
+    return page_of(ordered, PageQuery(limit=limit, after=after), lambda f: f.id)

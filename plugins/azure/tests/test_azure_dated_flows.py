@@ -125,12 +125,12 @@ def test_dated_finished_jobs_carry_model_results_and_error(azure: AzureStack) ->
     ("extra", "param"),
     [
         ({"method": {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}}}, "method"),
-        ({"method": {"type": "supervised"}}, "method"),
+        ({"method": {"type": "reinforcement"}}, "method"),
         ({"metadata": {"team": "search"}}, "metadata"),
         ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
         ({"shiny_new_option": 3}, "shiny_new_option"),
     ],
-    ids=["dpo", "supervised-method", "metadata", "integrations", "unknown"],
+    ids=["dpo", "reinforcement", "metadata", "integrations", "unknown"],
 )
 def test_dated_create_refuses_what_2024_10_21_lacks(
     azure: AzureStack, extra: dict[str, Any], param: str
@@ -145,6 +145,33 @@ def test_dated_create_refuses_what_2024_10_21_lacks(
     assert DATED in caught.value.message and "'v1'" in caught.value.message
     assert _job_posts(azure) == [], "nothing reached Azure, which would ignore the field"
     assert azure.dated.jobs == {}
+
+
+def test_dated_supervised_method_becomes_the_dated_hyperparameters(azure: AzureStack) -> None:
+    client = azure.client("azure-dated")
+    training = azure.dated.add_file("train.jsonl", TRAINING_JSONL)
+    job = client.fine_tuning.jobs.create(
+        training_file=training["id"],
+        model="gpt-4o-mini",
+        method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 4}}},
+    )
+    assert _job_posts(azure)[-1].json == {
+        "model": "gpt-4o-mini",
+        "training_file": training["id"],
+        "hyperparameters": {"n_epochs": 4},
+    }
+    assert job.hyperparameters.n_epochs == 4
+
+
+def test_dated_suffix_over_40_characters_is_refused_before_azure(azure: AzureStack) -> None:
+    client = azure.client("azure-dated")
+    training = azure.dated.add_file("train.jsonl", TRAINING_JSONL)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(
+            training_file=training["id"], model="gpt-4o-mini", suffix="s" * 41
+        )
+    assert caught.value.param == "suffix"
+    assert _job_posts(azure) == []
 
 
 def test_dated_gateway_only_fields_are_dropped_not_refused(azure: AzureStack) -> None:

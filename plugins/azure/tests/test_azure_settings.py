@@ -170,3 +170,57 @@ def test_credential_headers_are_refused_where_the_config_does_not_accept_them(
     with pytest.raises(Forbidden) as caught:
         resolve_target(headers, config, registry, None)
     assert caught.value.param == header
+
+
+@pytest.mark.parametrize(
+    ("custom_host", "api_version", "url"),
+    [
+        # Portkey's Azure base URL ends in /openai, so a carried-over custom host does too.
+        ("https://apim.contoso.com/openai", None, "https://apim.contoso.com/openai/v1/files"),
+        ("https://apim.contoso.com/openai/", "2024-10-21", "https://apim.contoso.com/openai/files"),
+        # The OpenAI SDK's base_url for Azure's v1 API, as Azure's docs write it.
+        (
+            "https://x.openai.azure.com/openai/v1/",
+            "v1",
+            "https://x.openai.azure.com/openai/v1/files",
+        ),
+        (
+            "https://x.openai.azure.com/openai/v1",
+            "2024-10-21",
+            "https://x.openai.azure.com/openai/files",
+        ),
+        (
+            "http://127.0.0.1:9/openai-proxy",
+            "v1",
+            "http://127.0.0.1:9/openai-proxy/openai/v1/files",
+        ),
+    ],
+)
+async def test_provider_url_custom_host_ending_in_openai_is_not_doubled(
+    custom_host: str, api_version: str | None, url: str
+) -> None:
+    settings = AzureSettings(custom_host=custom_host, api_key="k", api_version=api_version)
+    async with aiohttp.ClientSession() as http:
+        assert AzureOpenAIProvider(settings, http)._url("/files") == url
+
+
+ENTRA_JWT = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL2NvZ25pdGl2ZXNlcnZpY2VzIn0.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        # The OpenAI SDK with an Entra token provider sends the token as its api_key.
+        ({"Authorization": f"Bearer {ENTRA_JWT}"}, AzureSettings(ad_token=ENTRA_JWT)),
+        # An explicit ad-token header still wins; the key beside it stays a key.
+        (
+            {"Authorization": "Bearer az-key", "x-portkey-azure-ad-token": ENTRA_JWT},
+            AzureSettings(api_key="az-key", ad_token=ENTRA_JWT),
+        ),
+        ({"api-key": "az-key"}, AzureSettings(api_key="az-key")),
+    ],
+)
+def test_settings_from_headers_entra_token_in_authorization_is_a_token_not_a_key(
+    headers: dict[str, str], expected: AzureSettings
+) -> None:
+    assert AzureOpenAIProvider.settings_from_headers(CIMultiDict(headers)) == expected

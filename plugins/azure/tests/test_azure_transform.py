@@ -220,10 +220,9 @@ def test_page_files_pages_the_whole_list_by_after(
     assert ([f.id for f in page], more) == (ids, has_more)
 
 
-def test_page_files_unknown_after_is_a_400() -> None:
-    with pytest.raises(BadRequest) as caught:
-        tf.page_files(_files(1), limit=1, after="file-gone", order=None)
-    assert caught.value.param == "after"
+def test_page_files_unknown_after_ends_the_walk() -> None:
+    """A file deleted while a client pages: the walk ends rather than failing."""
+    assert tf.page_files(_files(1), limit=1, after="file-gone", order=None) == ([], False)
 
 
 @pytest.mark.parametrize(
@@ -262,3 +261,60 @@ def test_decode_names_what_did_not_fit() -> None:
     with pytest.raises(UpstreamError) as caught:
         tf.decode(b'{"id": "f", "created_at": "soon"}', tf.AzureFile, "file")
     assert caught.value.code == "upstream_bad_response" and "file" in caught.value.message
+
+
+def test_dated_job_body_refuses_a_suffix_longer_than_azure_takes() -> None:
+    assert _body(suffix="s" * 40)["suffix"] == "s" * 40
+    with pytest.raises(BadRequest) as caught:
+        _body(suffix="s" * 41)  # OpenAI takes 64; Azure's dated API names models with <= 40
+    assert caught.value.param == "suffix" and "40" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("method", "sent"),
+    [
+        ({"type": "supervised"}, {}),
+        ({"type": "supervised", "supervised": {}}, {}),
+        (
+            {
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": "auto"}},
+            },
+            {"hyperparameters": {"n_epochs": 3}},
+        ),
+    ],
+)
+def test_dated_job_body_supervised_method_is_the_dated_apis_training(
+    method: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    """What the dated API trains is supervised: OpenAI's way of asking for it is not refused."""
+    assert _body(method=method) == {"model": "m", "training_file": "file-1", **sent}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (
+            {
+                "method": {
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": {"n_epochs": 2}},
+                },
+                "hyperparameters": {"n_epochs": 3},
+            },
+            "hyperparameters",
+        ),
+        (
+            {"method": {"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}},
+            "method.supervised.hyperparameters.beta",
+        ),
+        ({"method": {"type": "dpo", "dpo": {}}}, "method"),
+        ({"method": {"type": "reinforcement"}}, "method"),
+    ],
+)
+def test_dated_job_body_refuses_other_methods_and_conflicts(
+    body: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        _body(**body)
+    assert caught.value.param == param

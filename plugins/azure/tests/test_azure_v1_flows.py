@@ -119,3 +119,19 @@ def test_v1_by_portkey_provider_headers_with_key_in_authorization(azure: AzureSt
         wrong.files.list()
     assert "invalid subscription key" in caught.value.message
     assert caught.value.code == "401"
+
+
+def test_v1_entra_token_as_the_sdks_api_key_reaches_azure_as_bearer(azure: AzureStack) -> None:
+    token = "eyJ0eXAiOiJKV1QifQ.eyJhdWQiOiJodHRwczovL2FpLmF6dXJlLmNvbSJ9.c2lnbmF0dXJl"
+    azure.v1.ad_tokens.add(token)
+    azure.v1.service.api_keys.add(token)
+    headers = {
+        "x-portkey-provider": "azure-openai",
+        "x-portkey-api-key": OTHER_GATEWAY_KEY,
+        "x-portkey-custom-host": azure.v1_url,
+    }
+    # OpenAI(api_key=<Entra token provider>) sends the token as "Authorization: Bearer".
+    client = azure.client(api_key=token, headers=headers)
+    assert list(client.files.list()) == []
+    sent = azure.v1.requests[-1].headers
+    assert sent["authorization"] == f"Bearer {token}" and "api-key" not in sent
