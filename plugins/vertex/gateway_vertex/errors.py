@@ -68,8 +68,15 @@ def google_error(
     )
 
 
+# Google's HTTP -> canonical code table, for answers without a "status" (Cloud Storage's,
+# or a proxy's HTML page).
+_NAME_FOR_HTTP = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 409: "ABORTED", 412: "FAILED_PRECONDITION", 416: "OUT_OF_RANGE",
+    429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}  # fmt: skip
+
+
 def _name_for_http(status: int) -> str:
-    for name, http in _HTTP_STATUS.items():
-        if http == status:
-            return name
-    return "UNKNOWN" if status >= 500 else "FAILED_PRECONDITION"
+    return _NAME_FOR_HTTP.get(status) or ("UNKNOWN" if status >= 500 else "FAILED_PRECONDITION")

@@ -113,6 +113,11 @@ class _GeminiLine(msgspec.Struct):
     system_instruction: _AnyContent | None = None
 
 
+class _GeminiSupervisedLine(_GeminiLine):
+    # Only to notice a preference line in a supervised file (its value is not parsed).
+    completions: msgspec.Raw = msgspec.Raw(b"")
+
+
 class _GeminiCompletion(msgspec.Struct):
     score: float
     completion: _AnyContent
@@ -136,7 +141,7 @@ class _Probe(msgspec.Struct):
 
 
 _probe = msgspec.json.Decoder(_Probe)
-_gemini = msgspec.json.Decoder(_GeminiLine)
+_gemini = msgspec.json.Decoder(_GeminiSupervisedLine)
 _gemini_preference = msgspec.json.Decoder(_GeminiPreferenceLine)
 
 
@@ -271,7 +276,13 @@ def _instruction(parts: list[Part]) -> Instruction | None:
 
 
 def check_gemini(raw: bytes) -> None:
-    _check_contents(_gemini.decode(raw))
+    line = _gemini.decode(raw)
+    if line.completions:
+        raise LineInvalid(
+            f"is {KIND_NAMES['gemini-preference']}, but the file started with "
+            f"{KIND_NAMES['gemini']}; a training file holds one kind of example"
+        )
+    _check_contents(line)
 
 
 def check_gemini_preference(raw: bytes) -> None:
@@ -308,6 +319,9 @@ class LineConverter:
         self.kind: Kind | None = None
         self._convert: Callable[[bytes], bytes | None] = _unknown
         self._out: list[bytes] = []
+        # Once a line is refused the file is: ``checked`` reads on to report more bad
+        # lines but never hands out another chunk, so output kept now would only grow.
+        self._failed = False
 
     @property
     def converts(self) -> bool:
@@ -315,15 +329,19 @@ class LineConverter:
         return self.kind in ("openai-chat", "openai-preference")
 
     def __call__(self, raw: bytes) -> None:
-        if self.kind is None:
-            self.kind = kind_of(raw)
-            self._convert = _CONVERTERS[self.kind]
         try:
-            converted = self._convert(raw)
-        except msgspec.ValidationError:
-            self._explain_mismatch(raw)
+            if self.kind is None:
+                self.kind = kind_of(raw)
+                self._convert = _CONVERTERS[self.kind]
+            try:
+                converted = self._convert(raw)
+            except msgspec.ValidationError:
+                self._explain_mismatch(raw)
+                raise
+        except BaseException:
+            self._failed, self._out = True, []
             raise
-        if converted is not None:
+        if converted is not None and not self._failed:
             self._out.append(converted)
 
     def take(self) -> bytes:

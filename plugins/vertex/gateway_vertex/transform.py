@@ -121,26 +121,41 @@ def create_body(
 def _hyper_parameters(
     spec: JobCreate, method: MethodType, body: dict[str, Any]
 ) -> wire.HyperParameters | None:
-    given: Hyperparameters | None = spec.hyperparameters
-    where = "hyperparameters"
+    # The deprecated top-level ``hyperparameters`` and the method's: both are read, so
+    # neither is dropped (n_epochs at the top with a DPO beta in the method, say).
     chosen = getattr(spec.method, method, None) if spec.method else None
+    sources: list[tuple[Hyperparameters, str]] = []
     if chosen is not None and chosen.hyperparameters is not None:
-        given, where = chosen.hyperparameters, f"method.{method}.hyperparameters"
+        sources.append((chosen.hyperparameters, f"method.{method}.hyperparameters"))
+    if spec.hyperparameters is not None:
+        sources.append((spec.hyperparameters, "hyperparameters"))
     out = wire.HyperParameters(adapter_size=_adapter_size(body))
-    if given is not None:
+    taken: dict[str, Any] = {}
+    for given, where in sources:
         if isinstance(given.batch_size, int):
             raise BadRequest(
                 "Vertex AI chooses the batch size itself: leave batch_size out or 'auto'",
                 param=f"{where}.batch_size",
                 code="unsupported",
             )
-        if isinstance(given.n_epochs, int):
-            out.epoch_count = str(given.n_epochs)
-        if isinstance(given.learning_rate_multiplier, float | int):
-            out.learning_rate_multiplier = float(given.learning_rate_multiplier)
-        beta = getattr(given, "beta", None)
-        if isinstance(beta, float | int):
-            out.beta = float(beta)
+        for name in ("n_epochs", "learning_rate_multiplier", "beta"):
+            value = getattr(given, name, None)
+            if value is None or value == "auto":
+                continue
+            if name in taken and taken[name] != value:
+                raise BadRequest(
+                    f"{name} is set differently in 'hyperparameters' and in "
+                    f"'method.{method}.hyperparameters'",
+                    param=f"{where}.{name}",
+                    code="invalid_value",
+                )
+            taken.setdefault(name, value)
+    if "n_epochs" in taken:
+        out.epoch_count = str(taken["n_epochs"])
+    if "learning_rate_multiplier" in taken:
+        out.learning_rate_multiplier = float(taken["learning_rate_multiplier"])
+    if "beta" in taken:
+        out.beta = float(taken["beta"])
     return None if out == wire.HyperParameters() else out
 
 
@@ -315,10 +330,10 @@ def _final_events(
     if status == "succeeded":
         model = job.tuned_model and (job.tuned_model.endpoint or job.tuned_model.model)
         done: list[tuple[int, int, str, Literal["info", "warn", "error"], str]] = [
-            (at, 3, "succeeded", "info", "The job has successfully completed")
+            (at, 4, "succeeded", "info", "The job has successfully completed")
         ]
-        if model:
-            done.append((at, 4, "model", "info", f"New fine-tuned model created: {model}"))
+        if model:  # as OpenAI tells it: the model, then the job's success
+            done.append((at, 3, "model", "info", f"New fine-tuned model created: {model}"))
         return done
     if status == "failed":
         return [(at, 3, "failed", "error", f"The job failed: {_job_error(job).message}")]

@@ -259,9 +259,7 @@ def test_line_converter_first_line_decides_and_mixing_is_named() -> None:
         LineInvalid, match="is a Gemini example, but the file started with an OpenAI"
     ):
         converter(line(GEMINI))
-    out = converter.take()
-    assert out.endswith(b"\n") and out.count(b"\n") == 1
-    assert converter.take() == b""
+    assert converter.take() == b"", "a refused file's output is dropped, not kept"
 
 
 def test_line_converter_gemini_file_writes_nothing() -> None:
@@ -270,3 +268,26 @@ def test_line_converter_gemini_file_writes_nothing() -> None:
     converter(line(GEMINI))
     assert converter.kind == "gemini" and not converter.converts
     assert converter.take() == b""
+
+
+def test_line_converter_keeps_no_output_once_a_line_failed() -> None:
+    """A refused file must not hold its converted lines in memory until the end.
+
+    ``gateway.jsonl.checked`` stops yielding chunks after the first bad line (so the
+    stager never calls ``take``) but reads on to the end: whatever the converter keeps
+    after that grows with the rest of the file.
+    """
+    converter = LineConverter()
+    converter(chat(msg("user"), msg("assistant")))
+    with pytest.raises(LineInvalid):
+        converter(chat(msg("user")))  # no assistant turn
+    for _ in range(50):
+        converter(chat(msg("user"), msg("assistant")))
+    assert converter.take() == b""
+
+
+def test_line_converter_gemini_file_refuses_a_preference_line() -> None:
+    converter = LineConverter()
+    converter(line(GEMINI))
+    with pytest.raises(LineInvalid, match="is a Gemini preference example, but the file started"):
+        converter(line(GEMINI_PREFERENCE))

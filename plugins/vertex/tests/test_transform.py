@@ -302,3 +302,75 @@ def test_google_error_not_json_is_still_an_answer() -> None:
         502, b"<html>bad gateway</html>", service="Vertex AI", caller_credentials=False, secrets=[]
     )
     assert error.status == 502 and "bad gateway" in error.message
+
+
+def test_create_body_top_level_hyperparameters_are_not_dropped_beside_the_method() -> None:
+    body = sent(
+        hyperparameters={"n_epochs": 4},
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.2}}},
+    )
+    assert body["preferenceOptimizationSpec"]["hyperParameters"] == {
+        "epochCount": "4",
+        "beta": 0.2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {
+                "hyperparameters": {"batch_size": 8},
+                "method": {"type": "supervised", "supervised": {"hyperparameters": {}}},
+            },
+            "hyperparameters.batch_size",
+        ),
+        (
+            {
+                "hyperparameters": {"n_epochs": 2},
+                "method": {
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": {"n_epochs": 3}},
+                },
+            },
+            "hyperparameters.n_epochs",
+        ),
+    ],
+)
+def test_create_body_refuses_top_level_hyperparameters_the_method_would_hide(
+    fields: dict[str, Any], param: str
+) -> None:
+    with pytest.raises(BadRequest) as raised:
+        sent(**fields)
+    assert raised.value.param == param
+
+
+def test_events_success_is_newest_after_the_model_event() -> None:
+    done = job(
+        state="JOB_STATE_SUCCEEDED",
+        startTime="2026-01-02T03:05:00Z",
+        endTime="2026-01-02T03:09:00Z",
+        tunedModel={"model": "projects/p/models/9@1", "endpoint": "projects/p/endpoints/9"},
+    )
+    assert [e.message for e in transform.events(done)][:2] == [
+        "The job has successfully completed",
+        "New fine-tuned model created: projects/p/endpoints/9",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("http", "expected", "status", "code"),
+    [
+        (504, UpstreamTimeout, 504, "upstream_timeout"),
+        (502, UpstreamError, 502, "unknown"),
+        (500, UpstreamError, 502, "internal"),
+    ],
+)
+def test_google_error_without_a_status_name_maps_by_http_status(
+    http: int, expected: type[GatewayError], status: int, code: str
+) -> None:
+    error = google_error(
+        http, b"<html>oops</html>", service="Cloud Storage", caller_credentials=False, secrets=[]
+    )
+    assert type(error) is expected and error.status == status
+    assert error.code == code
