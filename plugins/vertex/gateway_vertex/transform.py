@@ -318,7 +318,7 @@ def events(job: wire.TuningJob) -> list[JobEvent]:
             created_at=at,
             level=level,
             message=message,
-            data={"state": job.state} if key == job.state else {},
+            data={"state": job.state} if key in (job.state, "cancel") else {},
         )
         for at, _, key, level, message in found
     ]
@@ -338,7 +338,9 @@ def _final_events(
     if status == "failed":
         return [(at, 3, "failed", "error", f"The job failed: {_job_error(job).message}")]
     word = "Cancelling" if job.state == "JOB_STATE_CANCELLING" else "Cancelled"
-    return [(at, 3, job.state, "info", f"{word} fine-tuning job")]
+    # One key for both states, so the event keeps its id as CANCELLING becomes
+    # CANCELLED and a client paging with after=<that id> still finds it.
+    return [(at, 3, "cancel", "info", f"{word} fine-tuning job")]
 
 
 def checkpoints(job: wire.TuningJob) -> list[Checkpoint]:

@@ -231,6 +231,15 @@ def test_events_newest_first_with_stable_ids() -> None:
     assert len({e.id for e in events}) == 3
 
 
+def test_events_cancel_keeps_its_id_from_cancelling_to_cancelled() -> None:
+    cancelling = transform.events(job(state="JOB_STATE_CANCELLING"))
+    cancelled = transform.events(job(state="JOB_STATE_CANCELLED"))
+    assert cancelling[0].message == "Cancelling fine-tuning job"
+    assert cancelled[0].message == "Cancelled fine-tuning job"
+    assert cancelling[0].id == cancelled[0].id
+    assert cancelled[0].data == {"state": "JOB_STATE_CANCELLED"}
+
+
 def test_checkpoints_from_tuned_model_newest_first() -> None:
     tuned = {
         "model": "m",
