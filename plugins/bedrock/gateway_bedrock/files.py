@@ -174,7 +174,10 @@ class FileStore:
                 lines = jsonl.converted(source_chunks, convert, param=param, what=what)
                 await s3.write_multipart(client, layout.bucket, staged, lines)
             finally:
-                await s3.aclose(source_chunks)  # releases the source's connection
+                await s3.aclose(source_chunks)
+                # Closing a generator never started skips its own cleanup: release the
+                # source's connection here too (closing twice is harmless).
+                answer["Body"].close()
         return layout.uri(staged)
 
     async def _source_head(self, client: Any, bucket: str, key: str, ref: str, param: str) -> Any:

@@ -9,8 +9,9 @@ Pure functions over one line's bytes, used by ``gateway.jsonl.checked`` at uploa
 - Titan, Cohere, Llama 3.1 and 2: ``{"prompt", "completion"}``, one turn only.
 
 A line already in the format the model takes passes through byte for byte. Anything that
-cannot be carried over faithfully (tool calls, images, ``weight: 0``, a second turn for a
-single-turn model) raises ``LineInvalid``: the line is reported, never dropped or bent.
+cannot be carried over faithfully (tool calls, images, ``weight: 0``, a message's
+``name``, a second turn for a single-turn model) raises ``LineInvalid``: the line is
+reported, never dropped or bent.
 
 Each line is first decoded into ``_Probe``, whose fields stay raw, to tell the formats
 apart by their top-level keys (a nested key such as a tool schema's ``"system"`` cannot
@@ -204,6 +205,7 @@ def openai_example(probe: _Probe) -> Example:
             or message.tool_calls
             or message.function_call is not None
             or message.weight == 0
+            or message.name is not None
         ):
             text = _text_of(message, f"messages[{index}]")
         role = message.role
@@ -228,6 +230,9 @@ def _text_of(message: ChatMessage, where: str) -> str:
         # Bedrock trains on every assistant message: honouring weight 0 is impossible
         # and ignoring it would train on what the user excluded.
         raise LineInvalid(f"{where} has weight 0, which Bedrock cannot honour")
+    if message.name is not None:
+        # OpenAI trains on the name; Bedrock's formats have nowhere to put it.
+        raise LineInvalid(f"{where} has a 'name'; Bedrock's formats have no participant names")
     return message_text(message, where)
 
 

@@ -305,11 +305,20 @@ def _extra_hyperparameters(body: Mapping[str, Any]) -> dict[str, object]:
 
 
 async def _bounded(calls: Sequence[Awaitable[T]]) -> list[T]:
-    """Await ``calls`` a few at a time, in order."""
+    """Await ``calls`` a few at a time, in order; the first failure cancels the rest."""
     gate = asyncio.Semaphore(_CONCURRENT_CALLS)
 
     async def one(call: Awaitable[T]) -> T:
         async with gate:
             return await call
 
-    return list(await asyncio.gather(*(one(call) for call in calls)))
+    tasks = [asyncio.ensure_future(one(call)) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        # gather leaves the others running: they would keep calling AWS for an answer
+        # nobody reads, after the request has failed.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

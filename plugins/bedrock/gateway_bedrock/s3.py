@@ -150,9 +150,13 @@ async def write_multipart(
 
     ``chunks`` is consumed and closed here, whether the write succeeds or not.
     """
-    created = await client.create_multipart_upload(
-        Bucket=bucket, Key=key, Metadata=metadata or {}, ContentType=content_type
-    )
+    try:
+        created = await client.create_multipart_upload(
+            Bucket=bucket, Key=key, Metadata=metadata or {}, ContentType=content_type
+        )
+    except BaseException:
+        await aclose(chunks)
+        raise
     upload_id: str = created["UploadId"]
 
     async def put(number: int, body: bytes) -> dict[str, Any]:
@@ -253,4 +257,12 @@ async def list_keys(client: Any, bucket: str, prefix: str) -> AsyncIterator[tupl
 async def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
     for start in range(0, len(keys), 1000):
         batch = [{"Key": key} for key in keys[start : start + 1000]]
-        await client.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        answer = await client.delete_objects(
+            Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
+        )
+        # S3 answers 200 and lists the keys it refused: a file it kept is not deleted.
+        refused = answer.get("Errors") or []
+        if refused:
+            first = refused[0]
+            error = {"Code": first.get("Code", ""), "Message": first.get("Message", "")}
+            raise ClientError({"Error": error}, "DeleteObjects")

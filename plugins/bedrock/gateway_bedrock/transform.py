@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -33,7 +34,9 @@ from gateway_bedrock.formats import LineFormat
 
 SLUG = "bedrock"
 JOB_ID_PREFIX = "ftjob-"
-JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*")
+# Bedrock's ``[a-zA-Z0-9](-*[a-zA-Z0-9+\-.])*`` matches the same names, but as written it
+# backtracks exponentially on a run of dashes (an id in a URL could stall the event loop).
+JOB_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9+.-]{0,62}")
 _NAME_PART = re.compile(r"[^a-zA-Z0-9]+")
 
 
@@ -162,7 +165,7 @@ def derived_name(spec: JobCreate, token: str) -> str:
 
 
 def check_job_name(name: str, param: str) -> str:
-    if not (len(name) <= 63 and JOB_NAME.fullmatch(name)):
+    if not JOB_NAME.fullmatch(name):
         raise BadRequest(
             f"'{name}' is not a Bedrock job name: 1-63 letters, digits, '+', '-' and '.', "
             "starting with a letter or digit",
@@ -306,17 +309,38 @@ def epoch_seconds(moment: datetime) -> int:
 
 
 def openai_hyperparameters(job: BedrockJob, family: Family) -> Hyperparameters:
+    """OpenAI's view of the job's hyperParameters; a value that is no number is ``auto``.
+
+    Every job in the account is listed, including ones made elsewhere (the console,
+    Titan Multimodal's ``epochCount: Auto``): one odd value must not fail the listing.
+    """
     hp = job.hyperParameters
     multiplier: float | Literal["auto"] = "auto"
-    if "learningRateMultiplier" in hp:
-        multiplier = float(hp["learningRateMultiplier"])
-    elif "learningRate" in hp and family.default_learning_rate:
-        multiplier = float(_number(float(hp["learningRate"]) / family.default_learning_rate))
+    given_multiplier = _float(hp.get("learningRateMultiplier"))
+    rate = _float(hp.get("learningRate"))
+    if given_multiplier is not None:
+        multiplier = given_multiplier
+    elif rate is not None and family.default_learning_rate:
+        multiplier = float(_number(rate / family.default_learning_rate))
     return Hyperparameters(
-        n_epochs=int(hp["epochCount"]) if "epochCount" in hp else "auto",
-        batch_size=int(hp["batchSize"]) if "batchSize" in hp else "auto",
+        n_epochs=_int(hp.get("epochCount")) or "auto",
+        batch_size=_int(hp.get("batchSize")) or "auto",
         learning_rate_multiplier=multiplier,
     )
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _int(value: str | None) -> int | None:
+    if value is None or not (value.isascii() and value.isdigit()):
+        return None
+    return int(value) or None
 
 
 def to_openai_job(
