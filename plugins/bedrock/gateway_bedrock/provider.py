@@ -43,6 +43,11 @@ _CONCURRENT_CALLS = 8  # per listing page: enough to be quick, few enough not to
 _FILTERED_PAGERS = 32
 
 
+# Bedrock statuses after which a job never changes (Stopping still becomes Stopped).
+_ENDED = frozenset({"Completed", "Failed", "Stopped"})
+_ENDED_KEPT = 4096
+
+
 class BedrockProvider(Provider):
     slug: ClassVar[str] = "bedrock"
     Settings: ClassVar[type[BedrockSettings]] = BedrockSettings
@@ -62,6 +67,10 @@ class BedrockProvider(Provider):
         self._filtered: OrderedDict[frozenset[tuple[str, str]], TokenPager[JobSummary]] = (
             OrderedDict()
         )
+        # Jobs that have ended, as last answered: Bedrock never changes them again, and a
+        # job list would otherwise cost two calls (Get and ListTags) per job, every time,
+        # against Bedrock's low rate limits.
+        self._ended: OrderedDict[str, FineTuningJob] = OrderedDict()
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> BedrockSettings:
@@ -221,9 +230,19 @@ class BedrockProvider(Provider):
         return {tag["key"]: tag["value"] for tag in answer.get("tags") or []}
 
     async def _openai_job(self, name: str) -> FineTuningJob:
+        if (ended := self._ended.get(name)) is not None:
+            self._ended.move_to_end(name)
+            return ended
         job = await self._get(name)
         tags = await self._tags(job.jobArn)
-        return transform.to_openai_job(job, tags=tags, file_id_for_uri=self._files.file_id_for_uri)
+        answer = transform.to_openai_job(
+            job, tags=tags, file_id_for_uri=self._files.file_id_for_uri
+        )
+        if job.status in _ENDED:
+            self._ended[name] = answer
+            while len(self._ended) > _ENDED_KEPT:
+                self._ended.popitem(last=False)
+        return answer
 
     async def _fetch_jobs(
         self, token: str | None, size: int

@@ -117,3 +117,30 @@ def test_jobs_list_auto_pages_each_job_once_newest_first(gateway: Gateway) -> No
     odd = [j.id for j in client.fine_tuning.jobs.list(limit=1, metadata={"run": "1"})]
     assert odd == [created[3], created[1]]
     assert client.fine_tuning.jobs.list(metadata={"run": "1"}).data[0].metadata == {"run": "1"}
+
+
+def test_ended_jobs_are_not_fetched_again_when_listing(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bedrock's rate limits are low: a job that has ended is read once, not on every list."""
+    from moto.bedrock.models import BedrockBackend
+
+    client = gateway.client()
+    file_id = upload(gateway, *ONE_TURN)
+    ended = client.fine_tuning.jobs.create(model=NOVA, training_file=file_id, suffix="ended")
+    running = client.fine_tuning.jobs.create(model=NOVA, training_file=file_id, suffix="running")
+    moto_job(ended.id).status = "Completed"
+    fetched: list[str] = []
+    original = BedrockBackend.get_model_customization_job
+
+    def counting(self: BedrockBackend, job_identifier: str) -> Any:
+        fetched.append(job_identifier)
+        return original(self, job_identifier)
+
+    monkeypatch.setattr(BedrockBackend, "get_model_customization_job", counting)
+    first = {job.id: job.status for job in client.fine_tuning.jobs.list()}
+    assert first == {ended.id: "succeeded", running.id: "running"}
+    fetched.clear()
+    second = {job.id: job.status for job in client.fine_tuning.jobs.list()}
+    assert second == first
+    assert fetched == [moto_job(running.id).job_name]  # the running job is still refreshed
