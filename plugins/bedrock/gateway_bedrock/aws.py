@@ -17,8 +17,6 @@ from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import msgspec
-from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
-from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from gateway.errors import (
@@ -111,6 +109,11 @@ class Clients:
             # Falling back to the gateway's own credential chain would hand the caller
             # the gateway's AWS identity.
             raise missing_credentials()
+        # Imported here, not at the top: aiobotocore takes about half a second and 13 MiB
+        # to import, which every gateway would pay at startup, Bedrock configured or not.
+        from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+        from aiobotocore.session import get_session  # type: ignore[import-untyped]
+
         config = AioConfig(
             connect_timeout=10,
             read_timeout=120,

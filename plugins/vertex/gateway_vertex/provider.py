@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 import msgspec
@@ -36,16 +36,17 @@ from gateway.provider import (
 )
 from gateway.upstream import request
 from gateway_vertex import staging, transform, wire
-from gateway_vertex.auth import Credentials
 from gateway_vertex.errors import google_error
 from gateway_vertex.formats import PREFERENCE_KINDS
-from gateway_vertex.gcs import Gcs
 from gateway_vertex.settings import (
     SERVICE_ACCOUNT_HEADER,
     VertexSettings,
     service_account_info,
     settings_from_headers,
 )
+
+if TYPE_CHECKING:
+    from gateway_vertex.gcs import Gcs
 
 SERVICE = "Vertex AI"
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -70,6 +71,12 @@ class VertexProvider(Provider):
         self, settings: Any, http: aiohttp.ClientSession, *, caller_credentials: bool = False
     ) -> None:
         super().__init__(settings, http, caller_credentials=caller_credentials)
+        # Imported here, not at the top: gcloud-aio-auth and -storage take a noticeable
+        # share of startup time and memory, which every gateway would pay, Vertex
+        # configured or not.
+        from gateway_vertex.auth import Credentials
+        from gateway_vertex.gcs import Gcs
+
         s: VertexSettings = settings
         info = service_account_info(s, from_request=caller_credentials)
         self.credentials = Credentials(

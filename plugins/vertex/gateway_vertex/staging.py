@@ -24,6 +24,7 @@ import logging
 import re
 import secrets
 import time
+from typing import TYPE_CHECKING
 
 from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
@@ -32,7 +33,9 @@ from gateway.models import FileObject
 from gateway.provider import FileUpload
 from gateway_vertex import wire
 from gateway_vertex.formats import Kind, LineConverter
-from gateway_vertex.gcs import Gcs, ResumableUpload
+
+if TYPE_CHECKING:  # gcs imports gcloud-aio-storage: loaded with the first storage call
+    from gateway_vertex.gcs import Gcs, ResumableUpload
 
 log = logging.getLogger("finetune_gateway.vertex")
 
