@@ -127,3 +127,22 @@ async def test_pool_reuses_equal_settings_and_closes_evicted_only_when_idle() ->
             assert _Counting.closed == ["a", "b"]
         await pool.close()
         assert sorted(_Counting.closed) == ["a", "b", "c", "d"]
+
+
+def test_loading_every_plugin_imports_no_cloud_sdk() -> None:
+    """Startup loads every installed provider; the heavy SDKs wait for first use, so a
+    gateway that never calls Bedrock or Vertex does not pay for them in time or memory."""
+    probe = (
+        "import sys\n"
+        "from gateway.registry import Registry\n"
+        "registry = Registry.discover()\n"
+        "for name in ('openai', 'azure-openai', 'bedrock', 'vertex-ai'):\n"
+        "    registry.get(name)\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'aiobotocore', 'boto3'})\n"
+        "heavy += sorted(m for m in sys.modules if m.startswith(('gcloud.aio', 'jwt')))\n"
+        "print(' '.join(heavy))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert found.stdout.strip() == ""
