@@ -9,7 +9,6 @@ create (``staged``), written once per format next to the original and reused.
 from __future__ import annotations
 
 import functools
-import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
@@ -47,8 +46,8 @@ class FileStore:
         prefix = self.settings.aws_s3_prefix
         return s3.Layout(bucket, prefix if not prefix or prefix.endswith("/") else prefix + "/")
 
-    def file_id_for_uri(self, uri: str) -> str | None:
-        return self.layout().file_id_for_uri(uri) if self.settings.aws_s3_bucket else None
+    def source_of(self, uri: str) -> str | None:
+        return self.layout().source_of(uri) if self.settings.aws_s3_bucket else None
 
     async def upload(self, upload: FileUpload) -> FileObject:
         if upload.purpose != "fine-tune":
@@ -154,8 +153,7 @@ class FileStore:
                 raise BadRequest(f"'{ref}' is not an s3://bucket/key URI", param=param)
             bucket, key = location
             head = await self._source_head(client, bucket, key, ref, param)
-            # The ETag makes a changed object a new source, converted again.
-            source = "s3-" + hashlib.sha256(f"{ref}\n{head['ETag']}".encode()).hexdigest()[:32]
+            source = s3.staged_source_for_uri(ref, head["ETag"])
         else:
             try:
                 stored = await self.find(ref)

@@ -235,9 +235,7 @@ class BedrockProvider(Provider):
             return ended
         job = await self._get(name)
         tags = await self._tags(job.jobArn)
-        answer = transform.to_openai_job(
-            job, tags=tags, file_id_for_uri=self._files.file_id_for_uri
-        )
+        answer = transform.to_openai_job(job, tags=tags, source_of=self._files.source_of)
         if job.status in _ENDED:
             self._ended[name] = answer
             while len(self._ended) > _ENDED_KEPT:

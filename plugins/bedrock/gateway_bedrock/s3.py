@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import re
 import secrets
@@ -46,6 +47,8 @@ PARTS_IN_FLIGHT = 3
 READ_CHUNK = 1 * MiB
 FILE_ID_PREFIX = "file-"
 _STEM = re.compile(r"\d{13}[0-9a-f]{16}")
+# S3 keys hold at most 1,024 bytes: longer source URIs keep only their digest.
+_MAX_URI_IN_KEY = 600
 _UNSAFE_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
@@ -100,13 +103,41 @@ class Layout:
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def file_id_for_uri(self, uri: str) -> str | None:
-        """The file id a staged object was converted from, if it is one of ours."""
+    def source_of(self, uri: str) -> str | None:
+        """What a staged object was converted from, as the user named it: the file id of
+        an upload of ours, or the ``s3://`` URI they gave (carried in the key itself, so
+        no call is needed); None for any other URI."""
         head = self.uri(f"{self.prefix}staged/")
         if not uri.startswith(head):
             return None
-        stem = uri[len(head) :].split(".", 1)[0]
-        return file_id(stem) if _STEM.fullmatch(stem) else None
+        source = uri[len(head) :].split(".", 1)[0]
+        if _STEM.fullmatch(source):
+            return file_id(source)
+        return source_uri_of(source)
+
+
+def staged_source_for_uri(uri: str, etag: str) -> str:
+    """The staged-key name for a user's own ``s3://`` object at one version (its ETag).
+
+    The digest makes a changed object a new source, converted again; the URI itself
+    follows in base64url when it fits, so the job can name the user's URI back.
+    """
+    digest = hashlib.sha256(f"{uri}\n{etag}".encode()).hexdigest()[:16]
+    if len(uri) > _MAX_URI_IN_KEY:
+        return f"s3-{digest}"
+    return f"s3-{digest}-{encode_id('u', uri)}"
+
+
+def source_uri_of(source: str) -> str | None:
+    prefix, _, encoded = source.partition("-")
+    digest, _, encoded = encoded.partition("-")
+    if prefix != "s3" or not encoded or len(digest) != 16:
+        return None
+    try:
+        uri = decode_id("u", encoded, what="source")
+    except NotFound:
+        return None
+    return uri if uri.startswith("s3://") else None
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str] | None:

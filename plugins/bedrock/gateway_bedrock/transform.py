@@ -347,7 +347,7 @@ def to_openai_job(
     job: BedrockJob,
     *,
     tags: dict[str, str] | None,
-    file_id_for_uri: Callable[[str], str | None],
+    source_of: Callable[[str], str | None],
 ) -> FineTuningJob:
     status = openai_status(job)
     model = model_id(job.baseModelArn)
@@ -359,8 +359,8 @@ def to_openai_job(
         model=model,
         created_at=epoch_seconds(job.creationTime),
         status=status,
-        training_file=_file_ref(job.trainingDataConfig.s3Uri, file_id_for_uri) or "",
-        validation_file=_file_ref(validators[0].s3Uri, file_id_for_uri) if validators else None,
+        training_file=_file_ref(job.trainingDataConfig.s3Uri, source_of) or "",
+        validation_file=_file_ref(validators[0].s3Uri, source_of) if validators else None,
         fine_tuned_model=job.outputModelArn if status == "succeeded" else None,
         finished_at=epoch_seconds(finished) if finished and job.status in _TERMINAL else None,
         error=JobError(
@@ -378,10 +378,10 @@ def to_openai_job(
     )
 
 
-def _file_ref(uri: str | None, file_id_for_uri: Callable[[str], str | None]) -> str | None:
+def _file_ref(uri: str | None, source_of: Callable[[str], str | None]) -> str | None:
     if uri is None:
         return None
-    return file_id_for_uri(uri) or uri
+    return source_of(uri) or uri
 
 
 def _account_of(arn: str) -> str:

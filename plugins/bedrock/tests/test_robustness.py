@@ -105,7 +105,7 @@ def _job(hyper: dict[str, str]) -> transform.BedrockJob:
 def test_to_openai_job_survives_hyperparameters_that_are_not_numbers() -> None:
     # Titan Multimodal Embeddings takes epochCount "Auto"; a console job may hold anything.
     job = _job({"epochCount": "Auto", "batchSize": "576.0", "learningRate": "fast"})
-    out = transform.to_openai_job(job, tags=None, file_id_for_uri=lambda uri: None)
+    out = transform.to_openai_job(job, tags=None, source_of=lambda uri: None)
     hp = out.hyperparameters
     assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == ("auto", "auto", "auto")
 

@@ -123,8 +123,22 @@ def test_layout_keys_fit_bedrocks_s3_uri_pattern_and_map_back() -> None:
     stem = s3.new_stem()
     staged = layout.staged_key(stem, LineFormat.CLAUDE)
     assert staged == f"team/gw/staged/{stem}.claude-messages.jsonl"
-    assert layout.file_id_for_uri(layout.uri(staged)) == s3.file_id(stem)
-    assert layout.file_id_for_uri("s3://bucket-1/elsewhere/x.jsonl") is None
+    assert layout.source_of(layout.uri(staged)) == s3.file_id(stem)
+    assert layout.source_of("s3://bucket-1/elsewhere/x.jsonl") is None
+    # A user's own s3:// source is carried in the staged key and named back.
+    user_uri = "s3://their-data/sets/2026 Q1/train+v2.jsonl"
+    source = s3.staged_source_for_uri(user_uri, '"etag-1"')
+    assert source != s3.staged_source_for_uri(user_uri, '"etag-2"')  # a new version
+    assert (
+        layout.source_of(layout.uri(layout.staged_key(source, LineFormat.CONVERSATION))) == user_uri
+    )
+    too_long = "s3://their-data/" + "x" * 700
+    long_source = s3.staged_source_for_uri(too_long, '"e"')
+    assert len(layout.staged_key(long_source, LineFormat.CONVERSATION)) < 1024
+    assert (
+        layout.source_of(layout.uri(layout.staged_key(long_source, LineFormat.CONVERSATION)))
+        is None
+    )
     assert layout.output_uri("run+1") == "s3://bucket-1/team/gw/output/run-1/"
     assert layout.file_key(stem, "a/b\n.jsonl") == f"team/gw/files/{stem}/a_b_.jsonl"
     assert s3.parse_s3_uri("s3://b/k/x.jsonl") == ("b", "k/x.jsonl")

@@ -229,7 +229,7 @@ def test_to_openai_job_maps_back_file_ids_and_hyperparameters() -> None:
         validationDataConfig={"validators": [{"s3Uri": "s3://elsewhere/v.jsonl"}]},
         hyperParameters={"epochCount": "2", "learningRate": "2e-05"},
     )
-    out = transform.to_openai_job(job, tags={"team": "a"}, file_id_for_uri=layout.file_id_for_uri)
+    out = transform.to_openai_job(job, tags={"team": "a"}, source_of=layout.source_of)
     assert out.id == transform.job_id("run-1") and transform.job_name_of(out.id) == "run-1"
     assert out.model == "amazon.nova-micro-v1:0:128k" and out.status == "succeeded"
     assert out.training_file == file_id(stem) and out.validation_file == "s3://elsewhere/v.jsonl"
@@ -244,7 +244,7 @@ def test_to_openai_job_hides_end_time_and_failure_until_they_mean_something() ->
     job = bedrock_job(
         endTime=datetime(2026, 1, 1, 10, tzinfo=UTC), failureMessage="Failure Message"
     )
-    out = transform.to_openai_job(job, tags={}, file_id_for_uri=lambda uri: None)
+    out = transform.to_openai_job(job, tags={}, source_of=lambda uri: None)
     assert (out.finished_at, out.error, out.fine_tuned_model, out.metadata) == (
         None,
         None,
