@@ -41,27 +41,9 @@ from tests.conftest import (
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
 from tests.support.live import ServerThread
+from tests.support.openai_shape import REQUIRED_JOB_FIELDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-# Fields OpenAI's FineTuningJob schema marks required (nullable ones must be sent as null).
-OPENAI_REQUIRED_JOB_FIELDS = {
-    "id",
-    "object",
-    "created_at",
-    "error",
-    "fine_tuned_model",
-    "finished_at",
-    "hyperparameters",
-    "model",
-    "organization_id",
-    "result_files",
-    "seed",
-    "status",
-    "trained_tokens",
-    "training_file",
-    "validation_file",
-}
 
 
 @dataclass(frozen=True)
@@ -315,7 +297,7 @@ def test_gateway_routes_virtual_key_to_third_party_plugin(plugin_stack: Stack) -
 
     raw = client.fine_tuning.jobs.with_raw_response.retrieve("ftjob-echo-42")
     body = json.loads(raw.text)
-    missing = OPENAI_REQUIRED_JOB_FIELDS - body.keys()
+    missing = REQUIRED_JOB_FIELDS - body.keys()
     assert not missing, f"fields OpenAI requires are missing: {sorted(missing)}"
     assert body["object"] == "fine_tuning.job"
     assert body["error"] is None and body["finished_at"] is None

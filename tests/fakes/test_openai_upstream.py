@@ -13,25 +13,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.fakes.openai_upstream import FakeOpenAIState, make_app
+from tests.support.openai_shape import REQUIRED_JOB_FIELDS
 
 AUTH = {"Authorization": "Bearer sk-test-upstream"}
-JOB_REQUIRED = {
-    "created_at",
-    "error",
-    "finished_at",
-    "fine_tuned_model",
-    "hyperparameters",
-    "id",
-    "model",
-    "object",
-    "organization_id",
-    "result_files",
-    "status",
-    "trained_tokens",
-    "training_file",
-    "validation_file",
-    "seed",
-}
 Client = TestClient[web.Request, web.Application]
 MakeClient = Callable[[web.Application], Awaitable[Client]]
 
@@ -163,7 +147,7 @@ async def test_create_job_returns_every_required_field_and_echoes_dpo_method(
     )
     assert resp.status == 200, await resp.text()
     job = await resp.json()
-    assert job.keys() >= JOB_REQUIRED
+    assert job.keys() >= REQUIRED_JOB_FIELDS
     assert (job["object"], job["status"], job["method"]) == (
         "fine_tuning.job",
         "validating_files",

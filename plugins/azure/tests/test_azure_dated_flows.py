@@ -9,26 +9,7 @@ import pytest
 
 from plugins.azure.tests.conftest import AD_TOKEN, AZURE_KEY, DATED, AzureStack
 from tests.conftest import TRAINING_JSONL
-
-# FineTuningJob's required fields in OpenAI's spec (nullable ones must be sent as null).
-OPENAI_REQUIRED_JOB_FIELDS = {
-    "id",
-    "object",
-    "created_at",
-    "error",
-    "fine_tuned_model",
-    "finished_at",
-    "hyperparameters",
-    "model",
-    "organization_id",
-    "result_files",
-    "seed",
-    "status",
-    "trained_tokens",
-    "training_file",
-    "validation_file",
-}
-OPENAI_REQUIRED_FILE_FIELDS = {"id", "object", "bytes", "created_at", "filename", "purpose"}
+from tests.support.openai_shape import REQUIRED_FILE_FIELDS, REQUIRED_JOB_FIELDS
 
 
 def _job_posts(azure: AzureStack) -> list[Any]:
@@ -64,7 +45,7 @@ def test_dated_full_loop_answers_in_openai_shapes(azure: AzureStack) -> None:
     assert job.hyperparameters.n_epochs == 2
     assert job.hyperparameters.batch_size == "auto"  # Azure's -1
     raw = client.fine_tuning.jobs.with_raw_response.retrieve(job.id).http_response.json()
-    assert raw.keys() >= OPENAI_REQUIRED_JOB_FIELDS
+    assert raw.keys() >= REQUIRED_JOB_FIELDS
     assert raw["finished_at"] is None and raw["error"] is None and raw["seed"] == 7
 
     azure.dated.set_status(job.id, "pending")
@@ -87,7 +68,7 @@ def test_dated_full_loop_answers_in_openai_shapes(azure: AzureStack) -> None:
 
     assert client.files.retrieve(uploaded.id).status == "processed"
     raw_file = client.files.with_raw_response.retrieve(uploaded.id).http_response.json()
-    assert raw_file.keys() >= OPENAI_REQUIRED_FILE_FIELDS | {"status"}
+    assert raw_file.keys() >= REQUIRED_FILE_FIELDS | {"status"}
     raw_list = client.files.with_raw_response.list().http_response.json()
     assert raw_list["first_id"] == raw_list["last_id"] == uploaded.id
     assert raw_list["has_more"] is False

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from gateway.ids import encode_id
+from tests.support.openai_shape import REQUIRED_FILE_FIELDS, REQUIRED_JOB_FIELDS
 
 from .conftest import ACCESS_KEY, BUCKET, PREFIX, ROLE_ARN, SECRET_KEY, Gateway, moto_job
 
@@ -360,3 +361,18 @@ def test_no_secret_in_any_log_line(gateway: Gateway, caplog: pytest.LogCaptureFi
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in server_side)
     for secret in (SECRET_KEY, session_token):
         assert secret not in text
+
+
+def test_answers_carry_every_field_openai_requires(gateway: Gateway) -> None:
+    client = gateway.client()
+    uploaded = client.files.with_raw_response.create(
+        file=("r.jsonl", jsonl(*ONE_TURN)), purpose="fine-tune"
+    )
+    raw_file = json.loads(uploaded.text)
+    assert raw_file.keys() >= REQUIRED_FILE_FIELDS
+    created = client.fine_tuning.jobs.with_raw_response.create(
+        model=NOVA, training_file=raw_file["id"]
+    )
+    listed = client.fine_tuning.jobs.with_raw_response.list()
+    for raw_job in (json.loads(created.text), json.loads(listed.text)["data"][0]):
+        assert raw_job.keys() >= REQUIRED_JOB_FIELDS, REQUIRED_JOB_FIELDS - raw_job.keys()
