@@ -155,8 +155,23 @@ class VertexProvider(Provider):
             else None
         )
         body = transform.create_body(spec, request.body, training, validation)
+        if request.idempotency_key:
+            label = transform.idempotency_label(request.idempotency_key)
+            if (earlier := await self._created_with(label)) is not None:
+                return earlier
+            labels = {**(body.labels or {}), transform.IDEMPOTENCY_LABEL: label}
+            body = msgspec.structs.replace(body, labels=labels)
         raw = await self._call("POST", self.jobs_url, body=body)
         return self._job(_job_decoder.decode(raw))
+
+    async def _created_with(self, label: str) -> FineTuningJob | None:
+        """The job an earlier create with the same Idempotency-Key made, if any.
+
+        Best effort: two retries racing each other can still both create.
+        """
+        params = {"pageSize": "1", "filter": f'labels.{transform.IDEMPOTENCY_LABEL}="{label}"'}
+        listed = _list_decoder.decode(await self._call("GET", self.jobs_url, params=params))
+        return self._job(listed.tuning_jobs[0]) if listed.tuning_jobs else None
 
     async def _dataset_uri(self, ref: str, param: str, method: transform.MethodType) -> str:
         """The ``gs://`` URI Vertex trains on, for a file id or a URI given as is."""

@@ -14,6 +14,7 @@ table; events and checkpoints are synthesized from the job with stable ids.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -175,6 +176,16 @@ def _adapter_size(body: dict[str, Any]) -> wire.AdapterSize | None:
     )
 
 
+# The label that carries a create's Idempotency-Key (hashed): Vertex's tuningJobs create
+# takes no request id, so a retried create finds its job by this label instead. Not
+# shown as metadata.
+IDEMPOTENCY_LABEL = "finetune-gateway-idempotency"
+
+
+def idempotency_label(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
 def _labels(metadata: dict[str, str] | None) -> dict[str, str] | None:
     if not metadata:
         return None
@@ -231,7 +242,9 @@ def to_openai(
         organization_id=organization,
         trained_tokens=_trained_tokens(job, spec) if status == "succeeded" else None,
         method=_openai_method(method, hyper, spec),
-        metadata=job.labels or None,
+        metadata={k: v for k, v in job.labels.items() if k != IDEMPOTENCY_LABEL} or None
+        if job.labels
+        else None,
     )
 
 

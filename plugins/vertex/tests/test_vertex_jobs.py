@@ -130,6 +130,26 @@ def test_jobs_list_metadata_filter_reaches_vertex(vertex: VertexStack) -> None:
     assert vertex.google.requests[-1].query["filter"] == 'labels.team="ads"'
 
 
+def test_retried_create_with_idempotency_key_makes_one_job(vertex: VertexStack) -> None:
+    client = vertex.client()
+    training = upload(vertex)
+
+    def create(key: str | None) -> Any:
+        headers = {"Idempotency-Key": key} if key else {}
+        return client.fine_tuning.jobs.create(
+            model=MODEL, training_file=training, metadata={"team": "a"}, extra_headers=headers
+        )
+
+    first, again = create("k-1"), create("k-1")
+    other, plain, plain_again = create("k-2"), create(None), create(None)
+    assert first.id == again.id
+    assert len({first.id, other.id, plain.id, plain_again.id}) == 4  # no key: a new job
+    assert len(list(client.fine_tuning.jobs.list())) == 4
+    # The label that finds a retried create is the gateway's, not the user's metadata.
+    assert again.metadata == {"team": "a"}
+    assert client.fine_tuning.jobs.retrieve(first.id).metadata == {"team": "a"}
+
+
 def test_cancel_posts_cancel_then_returns_the_job(vertex: VertexStack) -> None:
     client = vertex.client()
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=upload(vertex))
