@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 
 from gateway.errors import NotFound
 
@@ -21,8 +22,14 @@ def encode_id(prefix: str, native: str) -> str:
     return prefix + encoded
 
 
-def decode_id(prefix: str, public_id: str, *, what: str) -> str:
-    """The native name behind ``public_id``; a 404 for an id this gateway never issued."""
+def decode_id(
+    prefix: str, public_id: str, *, what: str, shape: re.Pattern[str] | None = None
+) -> str:
+    """The native name behind ``public_id``; a 404 for an id this gateway never issued.
+
+    ``shape``, when given, is what every native name the provider issues matches in
+    full; anything else is refused the same way, before it can reach a URL or a key.
+    """
     body = public_id.removeprefix(prefix)
     if body == public_id or not body:
         raise _not_found(what, public_id)
@@ -34,6 +41,8 @@ def decode_id(prefix: str, public_id: str, *, what: str) -> str:
     # Decoding is lenient about stray characters; only an id that encodes back the same
     # way is one we issued.
     if encode_id(prefix, native) != public_id:
+        raise _not_found(what, public_id)
+    if shape is not None and not shape.fullmatch(native):
         raise _not_found(what, public_id)
     return native
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -93,6 +94,14 @@ def test_ids_round_trip_and_are_url_safe() -> None:
 def test_decode_id_refuses_ids_it_never_issued(bad: str) -> None:
     with pytest.raises(NotFound, match="No fine-tuning job found"):
         decode_id("ftjob-", bad, what="fine-tuning job")
+
+
+def test_decode_id_refuses_native_names_of_the_wrong_shape() -> None:
+    shape = re.compile(r"[a-z]{1,8}")
+    assert decode_id("ftjob-", encode_id("ftjob-", "abc"), what="job", shape=shape) == "abc"
+    for native in ["../etc", "a b", "x" * 9]:
+        with pytest.raises(NotFound, match="No job found"):
+            decode_id("ftjob-", encode_id("ftjob-", native), what="job", shape=shape)
 
 
 def test_stable_id_depends_only_on_its_parts() -> None:

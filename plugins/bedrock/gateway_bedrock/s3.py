@@ -63,10 +63,7 @@ def file_id(stem: str) -> str:
 
 def stem_of(public_id: str) -> str:
     """The stem behind a file id; a 404 for anything this gateway could not have issued."""
-    stem = decode_id(FILE_ID_PREFIX, public_id, what="file")
-    if not _STEM.fullmatch(stem):
-        raise NotFound(f"No file found with id '{public_id}'")
-    return stem
+    return decode_id(FILE_ID_PREFIX, public_id, what="file", shape=_STEM)
 
 
 def created_at_of(stem: str) -> int:

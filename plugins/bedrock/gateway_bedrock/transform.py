@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from gateway.errors import BadRequest, NotFound, NotSupported
+from gateway.errors import BadRequest, NotSupported
 from gateway.ids import decode_id, encode_id
 from gateway.models import (
     FineTuningJob,
@@ -274,10 +274,7 @@ def job_id(job_name: str) -> str:
 
 def job_name_of(public_id: str) -> str:
     """The Bedrock job name behind a job id; a 404 for any id this gateway did not issue."""
-    name = decode_id(JOB_ID_PREFIX, public_id, what="fine-tuning job")
-    if not JOB_NAME.fullmatch(name):
-        raise NotFound(f"No fine-tuning job found with id '{public_id}'")
-    return name
+    return decode_id(JOB_ID_PREFIX, public_id, what="fine-tuning job", shape=JOB_NAME)
 
 
 # ---- to OpenAI --------------------------------------------------------------------------

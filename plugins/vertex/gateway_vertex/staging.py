@@ -26,7 +26,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
 from gateway.jsonl import checked
 from gateway.models import FileObject
@@ -72,10 +71,7 @@ class Layout:
         return encode_id(FILE_PREFIX, uid)
 
     def uid_of(self, file_id: str) -> str:
-        uid = decode_id(FILE_PREFIX, file_id, what="file")
-        if not _UID.fullmatch(uid):
-            raise NotFound(f"No file found with id '{file_id}'")
-        return uid
+        return decode_id(FILE_PREFIX, file_id, what="file", shape=_UID)
 
     def uid_of_name(self, name: str) -> str | None:
         for folder in ("files/", "vertex/"):

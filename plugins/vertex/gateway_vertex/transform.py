@@ -20,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from gateway.errors import BadRequest, NotFound, NotSupported
+from gateway.errors import BadRequest, NotSupported
 from gateway.ids import decode_id, encode_id, stable_id
 from gateway.models import (
     Checkpoint,
@@ -80,10 +80,8 @@ def public_job_id(name: str) -> str:
 
 
 def native_job_id(public_id: str) -> str:
-    native = decode_id(JOB_PREFIX, public_id, what="fine-tuning job")
-    if not _JOB_ID.fullmatch(native):  # it goes into a URL path: the same 404 as any unknown id
-        raise NotFound(f"No fine-tuning job found with id '{public_id}'")
-    return native
+    # It goes into a URL path: anything but a job id is the same 404 as an unknown id.
+    return decode_id(JOB_PREFIX, public_id, what="fine-tuning job", shape=_JOB_ID)
 
 
 # ---- create -------------------------------------------------------------------------
