@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 import aiohttp
 import msgspec
 
-from gateway.errors import NotSupported
+from gateway.errors import BadRequest, NotSupported
 from gateway.models import (
     Checkpoint,
     FileDeleted,
@@ -84,6 +84,25 @@ class FileUpload:
     content_type: str = "application/octet-stream"
     # Other form fields the client sent (for example ``expires_after[seconds]``).
     extra_fields: list[tuple[str, str]] = field(default_factory=list)
+
+    def require_fine_tuning_only(self, provider: str) -> None:
+        """For providers that keep files only to train on, in stores with no expiry:
+        any other purpose, or a field such as ``expires_after``, is a 400 rather than
+        something silently ignored."""
+        if self.purpose != "fine-tune":
+            raise BadRequest(
+                f"The '{provider}' provider stores only fine-tuning files "
+                f"(purpose 'fine-tune'), not '{self.purpose}'",
+                param="purpose",
+                code="unsupported_purpose",
+            )
+        if self.extra_fields:
+            name = self.extra_fields[0][0]
+            raise BadRequest(
+                f"'{name}' is not supported for files of the '{provider}' provider",
+                param=name,
+                code="unsupported",
+            )
 
 
 @dataclass(slots=True)

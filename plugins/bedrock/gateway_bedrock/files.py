@@ -50,18 +50,7 @@ class FileStore:
         return self.layout().source_of(uri) if self.settings.aws_s3_bucket else None
 
     async def upload(self, upload: FileUpload) -> FileObject:
-        if upload.purpose != "fine-tune":
-            raise BadRequest(
-                f"Bedrock takes files for fine-tuning only: purpose must be 'fine-tune', "
-                f"not '{upload.purpose}'",
-                param="purpose",
-                code="unsupported_purpose",
-            )
-        if upload.extra_fields:  # expires_after[...]: objects here do not expire
-            name = upload.extra_fields[0][0]
-            raise BadRequest(
-                f"'{name}' is not supported for Bedrock files", param=name, code="unsupported"
-            )
+        upload.require_fine_tuning_only("bedrock")
         layout = self.layout()
         client = await self._clients.s3()
         stem = s3.new_stem()

@@ -263,18 +263,7 @@ class VertexProvider(Provider):
         return self.gcs, self.layout
 
     async def upload_file(self, upload: FileUpload) -> FileObject:
-        if upload.purpose != "fine-tune":
-            raise BadRequest(
-                f"The '{self.slug}' provider stores only fine-tuning files "
-                f"(purpose 'fine-tune'), not '{upload.purpose}'",
-                param="purpose",
-                code="unsupported_purpose",
-            )
-        if upload.extra_fields:  # expires_after[...]: GCS objects here do not expire
-            name = upload.extra_fields[0][0]
-            raise BadRequest(
-                f"'{name}' is not supported for Vertex AI files", param=name, code="unsupported"
-            )
+        upload.require_fine_tuning_only(self.slug)
         gcs, layout = self._storage()
         return await staging.stage(gcs, layout, upload)
 
