@@ -21,18 +21,13 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from gateway.errors import (
     BadRequest,
-    Conflict,
-    Forbidden,
     GatewayError,
-    NotFound,
-    RateLimited,
     Unauthorized,
     UpstreamError,
     UpstreamTimeout,
-    error_for_status,
 )
 from gateway.provider import ProviderSettings
-from gateway.upstream import redact
+from gateway.upstream import redact, upstream_error
 
 # Object keys handed to Bedrock must match its S3Uri pattern, so the prefix may only hold
 # these characters.
@@ -151,71 +146,68 @@ def missing_credentials() -> Unauthorized:
     )
 
 
-_BY_CODE: dict[str, type[GatewayError]] = {
-    "ValidationException": BadRequest,
-    "TooManyTagsException": BadRequest,
-    "InvalidRequest": BadRequest,
-    "ResourceNotFoundException": NotFound,
-    "NoSuchKey": NotFound,
-    "NoSuchUpload": NotFound,
-    "NotFound": NotFound,
-    "404": NotFound,
-    "ConflictException": Conflict,
-    "ResourceInUseException": Conflict,
-    "ThrottlingException": RateLimited,
-    "TooManyRequestsException": RateLimited,
-    "SlowDown": RateLimited,
+# AWS answers with an error code; the HTTP status is not reliable (moto answers a missing
+# job with 400), so the code decides the status the client sees.
+_STATUS_BY_CODE: dict[str, int] = {
+    "ValidationException": 400,
+    "TooManyTagsException": 400,
+    "InvalidRequest": 400,
+    "ResourceNotFoundException": 404,
+    "NoSuchKey": 404,
+    "NoSuchUpload": 404,
+    "NotFound": 404,
+    "404": 404,
+    "ConflictException": 409,
+    "ResourceInUseException": 409,
+    "ThrottlingException": 429,
+    "TooManyRequestsException": 429,
+    "SlowDown": 429,
     # A quota (concurrent jobs, say) frees up as jobs end: worth retrying later.
-    "ServiceQuotaExceededException": RateLimited,
-    "InternalServerException": UpstreamError,
-    "InternalError": UpstreamError,
-    "ServiceUnavailableException": UpstreamError,
-    "ServiceUnavailable": UpstreamError,
+    "ServiceQuotaExceededException": 429,
+    "InternalServerException": 500,
+    "InternalError": 500,
+    "ServiceUnavailableException": 503,
+    "ServiceUnavailable": 503,
+    # The identity is refused outright (bad key, bad signature, expired token).
+    "UnrecognizedClientException": 401,
+    "InvalidSignatureException": 401,
+    "SignatureDoesNotMatch": 401,
+    "InvalidAccessKeyId": 401,
+    "InvalidClientTokenId": 401,
+    "ExpiredToken": 401,
+    "ExpiredTokenException": 401,
+    "InvalidToken": 401,
+    # The identity is known but may not do this.
+    "AccessDeniedException": 403,
+    "AccessDenied": 403,
+    "403": 403,
 }
-# The identity is refused outright (bad key, bad signature, expired token).
-_BAD_CREDENTIALS = frozenset(
-    {
-        "UnrecognizedClientException",
-        "InvalidSignatureException",
-        "SignatureDoesNotMatch",
-        "InvalidAccessKeyId",
-        "InvalidClientTokenId",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidToken",
-    }
-)
-# The identity is known but may not do this.
-_DENIED = frozenset({"AccessDeniedException", "AccessDenied", "403"})
 
 
 def map_client_error(
     exc: boto.ClientError, *, service: str, caller_credentials: bool, secrets: Any
 ) -> GatewayError:
+    """By AWS error code, then as core maps any upstream failure (a refusal of the
+    gateway's own credentials is a 502, secrets masked)."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code") or "")
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    message = redact(str(error.get("Message") or code or "no message"), secrets)
-    if code in _BAD_CREDENTIALS or code in _DENIED:
-        if not caller_credentials:
-            return UpstreamError(
-                f"{service} refused the gateway's configured credentials ({code}): {message}",
-                code="upstream_auth_failed",
-            )
-        cls: type[GatewayError] = Forbidden if code in _DENIED else Unauthorized
-        return cls(f"{service}: {message}", code=code)
-    if code == "NoSuchBucket":
-        if caller_credentials:
-            return BadRequest(
-                f"S3 bucket does not exist: {message}",
-                param="x-portkey-aws-s3-bucket",
-                code=code,
-            )
-        return UpstreamError(f"The configured S3 bucket does not exist: {message}", code=code)
-    cls = _BY_CODE.get(code) or error_for_status(status or 502)
-    if cls is UpstreamError:
-        return UpstreamError(f"{service} failed ({code or status}): {message}", code=code or None)
-    return cls(f"{service}: {message}", code=code or None)
+    message = str(error.get("Message") or code or "no message")
+    if code == "NoSuchBucket" and caller_credentials:
+        return BadRequest(
+            f"S3 bucket does not exist: {redact(message, secrets)}",
+            param="x-portkey-aws-s3-bucket",
+            code=code,
+        )
+    http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    status = _STATUS_BY_CODE.get(code) or (500 if code == "NoSuchBucket" else http_status or 502)
+    return upstream_error(
+        provider=service,
+        status=status,
+        message=message,
+        code=code or None,
+        caller_credentials=caller_credentials,
+        secrets=secrets,
+    )
 
 
 @contextlib.contextmanager
