@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -81,6 +81,9 @@ class _FileConfig(_Section, kw_only=True):
     gateway_keys: dict[str, Any] = {}
     virtual_keys: dict[str, Any] = {}
     configs: dict[str, Any] = {}
+    # ``[providers.<slug>]``: settings for requests that name a provider by its slug
+    # (``x-portkey-provider``); settings sent in headers go on top of them.
+    providers: dict[str, Any] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class Config:
     gateway_keys: tuple[GatewayKey, ...]
     virtual_keys: dict[str, VirtualKey]
     configs: dict[str, NamedConfig]
+    # By the provider's slug (an alias in the file is resolved to it).
+    provider_defaults: dict[str, ProviderSettings] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> Config:
@@ -182,6 +187,19 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         if named is not None:
             configs[name] = named
 
+    provider_defaults: dict[str, ProviderSettings] = {}
+    for slug, table in top.providers.items():
+        path = f"providers.{slug}"
+        provider = _provider(registry, slug, path, problems)
+        if provider is None:
+            continue
+        if provider.slug in provider_defaults:
+            problems.append(f"{path}: settings for '{provider.slug}' are given twice")
+            continue
+        settings = _convert(table, provider.Settings, path, problems)
+        if settings is not None:
+            provider_defaults[provider.slug] = settings
+
     # A value an unset variable left empty fails its own checks too: report it once.
     unset = {p.partition(": ")[0] for p in secret_problems}
     problems = secret_problems + [p for p in problems if p.partition(": ")[0] not in unset]
@@ -195,6 +213,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         tuple(gateway_keys),
         virtual_keys,
         configs,
+        provider_defaults,
     )
 
 

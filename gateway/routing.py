@@ -2,7 +2,8 @@
 
 Order of precedence, as in Portkey: ``x-portkey-config`` (a named config or inline
 JSON), then ``x-portkey-virtual-key``, then ``x-portkey-provider`` with credentials in
-headers, then the gateway key's ``default_virtual_key``. Credentials that come from the
+headers (over the config's ``[providers.<slug>]`` settings, if any), then the gateway
+key's ``default_virtual_key``. Credentials that come from the
 request are refused where the config does not accept them, and a request-supplied
 custom host must be on the config's allow-list: the gateway must never become a way to
 reach internal addresses.
@@ -79,9 +80,11 @@ def resolve_target(
         present = sorted(h for h in provider.credential_headers if provider_headers.get(h))
         if present and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(present[0])
-        target = Target(
-            provider, provider.settings_from_headers(provider_headers), True, None, gk_name
-        )
+        from_headers = provider.settings_from_headers(provider_headers)
+        _check_request_urls(from_headers, config.routing.custom_host_allowlist, inline=False)
+        defaults = config.provider_defaults.get(provider.slug)
+        settings = from_headers if defaults is None else _overlay(defaults, from_headers)
+        target = Target(provider, settings, True, None, gk_name)
     elif gateway_key is not None and gateway_key.default_virtual_key:
         target = _from_virtual_key(gateway_key.default_virtual_key, config, gk_name, None)
     else:
@@ -91,9 +94,6 @@ def resolve_target(
             param="x-portkey-provider",
             code="missing_provider",
         )
-    if target.caller_credentials:
-        inline = "x-portkey-config" in headers
-        _check_request_urls(target.settings, config.routing.custom_host_allowlist, inline)
     if host := headers.get("x-portkey-custom-host"):
         check_custom_host(host, config.routing.custom_host_allowlist, "x-portkey-custom-host")
         target = _with_custom_host(target, host)
@@ -105,7 +105,7 @@ def resolve_target(
 _LOOKS_LIKE_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def _check_request_urls(settings: ProviderSettings, allowlist: list[str], inline: bool) -> None:
+def _check_request_urls(settings: ProviderSettings, allowlist: list[str], *, inline: bool) -> None:
     """Hold every URL a request put in a provider's settings to the custom-host allow-list.
 
     Settings from an inline config or provider headers can carry URLs of their own
@@ -119,6 +119,16 @@ def _check_request_urls(settings: ProviderSettings, allowlist: list[str], inline
         if isinstance(value, str) and _LOOKS_LIKE_URL.match(value):
             param = f"x-portkey-config.{field.name}" if inline else field.name
             check_custom_host(value, allowlist, param)
+
+
+def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSettings:
+    """The config's ``[providers.<slug>]`` settings, with those a request gave on top."""
+    changed = {
+        field.name: getattr(given, field.name)
+        for field in msgspec.structs.fields(given)
+        if getattr(given, field.name) != field.default
+    }
+    return msgspec.structs.replace(defaults, **changed) if changed else defaults
 
 
 def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
@@ -164,6 +174,11 @@ def _host_allowed(host: str, allowlist: list[str]) -> bool:
     return False
 
 
+def target_of_virtual_key(name: str, config: Config, *, param: str) -> Target:
+    """The target a virtual key of the config names (for providers acting for a caller)."""
+    return _from_virtual_key(name, config, None, param)
+
+
 def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str | None) -> Target:
     vk: VirtualKey | None = config.virtual_keys.get(name)
     if vk is None:
@@ -200,6 +215,7 @@ def _from_portkey_config(
             settings = msgspec.convert(settings_fields, provider.Settings)
         except msgspec.ValidationError as exc:
             raise _config_error(exc, param) from None
+        _check_request_urls(settings, config.routing.custom_host_allowlist, inline=True)
         target = Target(provider, settings, True, None, gk_name)
     else:
         raise BadRequest(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from gateway.config import Config, parse_config
+from gateway.config import Config, ConfigError, parse_config
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.registry import Registry
 from gateway.routing import authenticate, check_custom_host, resolve_target
@@ -196,3 +196,43 @@ def test_check_custom_host(url: str, allowlist: list[str], allowed: bool) -> Non
         with pytest.raises(BadRequest) as caught:
             check_custom_host(url, allowlist, "x-portkey-custom-host")
         assert caught.value.param == "x-portkey-custom-host"
+
+
+def test_resolve_target_provider_slug_uses_the_configs_provider_settings_under_headers(
+    registry: Registry,
+) -> None:
+    """``[providers.openai]`` fills what a request naming the provider leaves out."""
+    raw = {
+        "routing": {"accept_header_credentials": True},
+        "providers": {"openai": {"base_url": "http://10.1.2.3/v1", "organization": "org-cfg"}},
+    }
+    config = parse_config(raw, registry, {})
+    target = _resolve(
+        registry, config, x_portkey_provider="openai", authorization="Bearer sk-from-request"
+    )
+    # The config's base_url is trusted (no allow-list for it); the key is the request's.
+    assert target.settings.base_url == "http://10.1.2.3/v1"
+    assert target.settings.organization == "org-cfg"
+    assert target.settings.api_key == "sk-from-request"
+    assert target.caller_credentials
+
+
+def test_parse_config_provider_settings_are_checked_and_named(registry: Registry) -> None:
+    raw = {"providers": {"openai": {"base_urll": "x"}, "no-such": {}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, registry, {})
+    problems = "\n".join(caught.value.problems)
+    assert "providers.openai.base_urll: unknown setting" in problems
+    assert "providers.no-such: Unknown provider 'no-such'" in problems
+
+
+def test_with_overrides_replaces_only_fields_the_settings_have() -> None:
+    from gateway.scope import with_overrides
+    from gateway_openai.provider import OpenAISettings
+
+    settings = OpenAISettings(api_key="sk-a", organization="org-a")
+    changed = with_overrides(
+        settings, {"x-portkey-organization": "org-b", "x-portkey-vertex-storage-bucket-name": "b"}
+    )
+    assert changed == OpenAISettings(api_key="sk-a", organization="org-b")
+    assert with_overrides(settings, {}) is settings

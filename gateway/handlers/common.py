@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
@@ -14,7 +16,8 @@ from aiohttp import web
 from gateway import keys
 from gateway.errors import BadRequest, PayloadTooLarge
 from gateway.provider import PageQuery, Provider
-from gateway.routing import resolve_target
+from gateway.routing import resolve_target, target_of_virtual_key
+from gateway.scope import CallScope, entered, with_overrides
 
 T = TypeVar("T")
 
@@ -25,13 +28,26 @@ _MAX_LIMIT = 10_000
 
 @asynccontextmanager
 async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
-    """The provider instance serving this request, chosen from its headers."""
+    """The provider instance serving this request, chosen from its headers, in its scope."""
     app = request.app
-    target = resolve_target(
-        request.headers, app[keys.CONFIG], app[keys.REGISTRY], request.get(keys.GATEWAY_KEY)
-    )
+    gateway_key = request.get(keys.GATEWAY_KEY)
+    target = resolve_target(request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key)
     request[keys.PROVIDER] = target.provider.slug
-    async with app[keys.POOL].use(target) as provider:
+    scope = CallScope(
+        owner=gateway_key.name if gateway_key else None,
+        open_target=partial(_open_virtual_key, app),
+    )
+    async with entered(scope), app[keys.POOL].use(target) as provider:
+        yield provider
+
+
+@asynccontextmanager
+async def _open_virtual_key(
+    app: web.Application, name: str, overrides: Mapping[str, str], *, param: str
+) -> AsyncIterator[Provider]:
+    target = target_of_virtual_key(name, app[keys.CONFIG], param=param)
+    settings = with_overrides(target.settings, overrides)
+    async with app[keys.POOL].use(replace(target, settings=settings)) as provider:
         yield provider
 
 
