@@ -1,0 +1,287 @@
+"""The S3 store: file bytes as objects under ``s3://bucket/prefix/`` (or an S3-compatible store).
+
+Imported only when such a store is configured (aiobotocore takes about half a second
+and 13 MiB to import). aiobotocore ships no type stubs, so its client is ``Any`` here.
+
+A write streams: what fits in one part is a single PutObject; anything larger is a
+multipart upload in parts of ``PART_SIZE`` with at most ``PARTS_IN_FLIGHT`` uploading
+while the next part fills, so memory stays at a few parts whatever the file size. If the
+chunks raise, S3 fails or the write is cancelled, the multipart upload is aborted (S3
+would otherwise keep, and bill, the parts) and the exception goes on: no object, no open
+upload is left behind.
+
+The credentials are the gateway's own (config or the AWS default chain), never a
+caller's, so every S3 failure is the gateway's: a 502 (504 for a timeout) whose message
+names S3's error code and never holds a secret. Only a missing key on read is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
+from contextlib import AsyncExitStack
+from typing import Any, TypeVar, cast
+
+import aiohttp
+from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+from aiobotocore.session import get_session  # type: ignore[import-untyped]
+from botocore import exceptions as boto  # type: ignore[import-untyped]
+
+from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError, UpstreamTimeout
+from gateway.streams import rechunk
+from gateway.upstream import redact
+from gateway_portkey.settings import ManagedSettings
+from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MiB = 1024 * 1024
+PART_SIZE = 8 * MiB  # S3 wants at least 5 MiB; x 10,000 parts (its limit) = 78 GiB
+PARTS_IN_FLIGHT = 2
+_MISSING = ("NoSuchKey", "NotFound", "404")
+_REFUSED = (
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+)
+
+
+class S3Store:
+    """One bucket and prefix; the client is made on first use and closed by ``close``."""
+
+    def __init__(self, settings: ManagedSettings) -> None:
+        self.bucket, self.prefix = bucket_and_prefix(settings.store_location())
+        # Kept apart, not the settings: nothing here should ever print a secret.
+        self._region = settings.store_aws_region
+        self._endpoint_url = settings.store_endpoint_url
+        self._credentials = {
+            "aws_access_key_id": settings.store_aws_access_key_id,
+            "aws_secret_access_key": settings.store_aws_secret_access_key,
+            "aws_session_token": settings.store_aws_session_token,
+        }
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3Store(s3://{self.bucket}/{self.prefix})"
+
+    def _name(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    with self._errors():
+                        try:
+                            created = await self._stack.enter_async_context(self._create())
+                        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+                            raise InternalError(
+                                f"The S3 file store is misconfigured: {exc}",
+                                code="store_misconfigured",
+                            ) from None
+                    self._client = created
+        return self._client
+
+    def _create(self) -> Any:
+        config = AioConfig(
+            connect_timeout=10,
+            read_timeout=120,
+            retries={"mode": "standard", "max_attempts": 3},
+            # S3-compatible endpoints (MinIO, moto) serve buckets by path, not host name.
+            s3={"addressing_style": "path" if self._endpoint_url else "auto"},
+            # Checksums on every part are not understood by every S3-compatible store;
+            # TLS already guards the bytes in transit.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        return get_session().create_client(
+            "s3",
+            region_name=self._region,
+            endpoint_url=self._endpoint_url,
+            config=config,
+            **self._credentials,
+        )
+
+    # ---- the Store protocol ----------------------------------------------------------
+    async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
+        name = self._name(key)
+        client = await self._s3()
+        # An async generator (typed as an iterator): closed here, not when collected.
+        pieces = cast(AsyncGenerator[bytes, None], rechunk(chunks, PART_SIZE))
+        try:
+            first = await anext(pieces, b"")
+            if len(first) < PART_SIZE:  # rechunk's only short piece is the last one
+                await self._final(client, name, None, client.put_object(
+                    Bucket=self.bucket, Key=name, Body=first
+                ))  # fmt: skip
+                return len(first)
+            return await self._multipart(client, name, first, pieces)
+        finally:
+            await pieces.aclose()
+
+    async def read(self, key: str) -> AsyncGenerator[bytes, None]:
+        name = self._name(key)
+        client = await self._s3()
+        missing = f"The bytes of file '{key}' are missing from the store"
+        with self._errors(missing=missing):
+            answer = await client.get_object(Bucket=self.bucket, Key=name)
+        async with answer["Body"] as body:  # closes the connection, even if abandoned
+            with self._errors():
+                async for chunk in body.iter_chunks(READ_CHUNK):
+                    yield chunk
+
+    async def delete(self, key: str) -> None:
+        name = self._name(key)
+        client = await self._s3()
+        # S3 answers a missing key's delete as a success.
+        await self._call(client.delete_object(Bucket=self.bucket, Key=name))
+
+    async def close(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    # ---- multipart -------------------------------------------------------------------
+    async def _multipart(
+        self, client: Any, name: str, first: bytes, pieces: AsyncIterator[bytes]
+    ) -> int:
+        created = await self._call(client.create_multipart_upload(Bucket=self.bucket, Key=name))
+        upload_id: str = created["UploadId"]
+        in_flight: list[asyncio.Task[dict[str, Any]]] = []  # oldest first
+        parts: list[dict[str, Any]] = []
+        size = number = 0
+        try:
+            piece: bytes | None = first
+            while piece is not None:
+                if len(in_flight) >= PARTS_IN_FLIGHT:
+                    parts.append(await in_flight.pop(0))  # re-raises the part's failure
+                number += 1
+                size += len(piece)
+                part = self._part(client, name, upload_id, number, piece)
+                in_flight.append(asyncio.ensure_future(part))
+                piece = await anext(pieces, None)  # fills while the parts upload
+            parts.extend(await asyncio.gather(*in_flight))
+            in_flight.clear()
+        except BaseException:
+            for task in in_flight:
+                task.cancel()
+            # Every outcome collected, so none is reported as never retrieved.
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            await _shielded(self._abort(client, name, upload_id, delete=False))
+            raise
+        await self._final(client, name, upload_id, client.complete_multipart_upload(
+            Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+        ))  # fmt: skip
+        return size
+
+    async def _part(
+        self, client: Any, name: str, upload_id: str, number: int, body: bytes
+    ) -> dict[str, Any]:
+        answer = await self._call(client.upload_part(
+            Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=body
+        ))  # fmt: skip
+        return {"PartNumber": number, "ETag": answer["ETag"]}
+
+    async def _final(
+        self, client: Any, name: str, upload_id: str | None, call: Awaitable[Any]
+    ) -> None:
+        """The call that makes the object; cleans up after itself if it fails."""
+        with self._errors():
+            try:
+                await call
+            except boto.ClientError:
+                # S3 answered: it made no object, but a multipart upload stays open.
+                if upload_id is not None:
+                    await _shielded(self._abort(client, name, upload_id, delete=False))
+                raise
+            except BaseException:
+                # No answer (cancelled, connection lost, timeout): S3 may have made the
+                # object all the same, so it is deleted too.
+                await _shielded(self._abort(client, name, upload_id, delete=True))
+                raise
+
+    async def _abort(self, client: Any, name: str, upload_id: str | None, *, delete: bool) -> None:
+        if upload_id is not None:
+            try:
+                await client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=name, UploadId=upload_id
+                )
+            except boto.ClientError as exc:
+                if _code(exc) != "NoSuchUpload":  # completed after all: deleted below
+                    raise
+        if delete:
+            await client.delete_object(Bucket=self.bucket, Key=name)
+
+    # ---- errors ----------------------------------------------------------------------
+    async def _call(self, call: Awaitable[T]) -> T:
+        with self._errors():
+            return await call
+
+    @contextlib.contextmanager
+    def _errors(self, *, missing: str | None = None) -> Iterator[None]:
+        """botocore's failures (and aiohttp's, while a body streams) as the gateway's;
+        a missing key is ``NotFound(missing)`` where given, else the store's failure."""
+        try:
+            yield
+        except boto.ClientError as exc:
+            if missing is not None and _code(exc) in _MISSING:
+                raise NotFound(missing) from None
+            raise self._client_error(exc) from None
+        except (boto.NoCredentialsError, boto.PartialCredentialsError):
+            raise UpstreamError(
+                "The gateway has no AWS credentials for its S3 file store "
+                "(store_aws_access_key_id in the config, or the AWS environment)",
+                code="upstream_auth_failed",
+            ) from None
+        except (boto.ConnectTimeoutError, boto.ReadTimeoutError, TimeoutError):
+            raise UpstreamTimeout(
+                "The S3 file store did not answer in time", code="upstream_timeout"
+            ) from None
+        except boto.EndpointConnectionError:
+            raise UpstreamError(
+                "Could not connect to the S3 file store", code="upstream_unreachable"
+            ) from None
+        except (boto.BotoCoreError, aiohttp.ClientError) as exc:
+            raise UpstreamError(
+                f"The S3 file store failed: {type(exc).__name__}", code="upstream_error"
+            ) from None
+
+    def _client_error(self, exc: Exception) -> GatewayError:
+        code = _code(exc)
+        response: dict[str, Any] = getattr(exc, "response", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or "?"
+        message = str(response.get("Error", {}).get("Message") or "no message")
+        message = redact(message, self._credentials.values())
+        if code in _REFUSED or status in (401, 403):
+            return UpstreamError(
+                f"S3 refused the gateway's credentials for its file store ({code}): {message}",
+                code="upstream_auth_failed",
+            )
+        return UpstreamError(
+            f"The S3 file store failed ({status} {code}): {message}", code="upstream_error"
+        )
+
+
+def _code(exc: Exception) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or "")
+
+
+async def _shielded(cleanup: Awaitable[None]) -> None:
+    """Run ``cleanup`` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(cleanup)
+    task.add_done_callback(functools.partial(_log_failure, "clean up after a failed write"))
+    with contextlib.suppress(Exception):  # logged; the write's own error matters more
+        await asyncio.shield(task)
+
+
+def _log_failure(what: str, task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("S3 store: could not %s: %r", what, task.exception())

@@ -1,0 +1,372 @@
+"""Every store keeps the same promises: whole objects or none, streamed reads, quiet deletes.
+
+Each behaviour runs against the local directory, S3 (moto) and GCS (fake-gcs-server);
+the stand-ins are looked at directly to check that nothing is left behind. Writes of
+20 MB take S3's multipart path and several GCS chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.errors import InternalError, NotFound, UpstreamError
+from gateway_portkey import store_gcs, store_s3
+from gateway_portkey.settings import ManagedSettings
+from gateway_portkey.store import LocalStore, Store, open_store
+from gateway_portkey.store_gcs import GcsStore
+from gateway_portkey.store_s3 import S3Store
+from plugins.portkey.tests.conftest import (
+    AWS_SECRET_KEY,
+    gcs_leftovers,
+    local_leftovers,
+    s3_leftovers,
+)
+
+MB = 1_000_000
+MiB = 1024 * 1024
+CHUNK = 1_000_003  # odd, so chunks straddle every part and chunk boundary
+
+
+class Boom(Exception):
+    """What a chunk source raises halfway (a bad line, a client gone)."""
+
+
+def data_of(size: int, seed: int = 7) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def chunks_of(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+async def failing(data: bytes) -> AsyncIterator[bytes]:
+    async for chunk in chunks_of(data):
+        yield chunk
+    raise Boom
+
+
+async def stalling(data: bytes, reached: asyncio.Event) -> AsyncIterator[bytes]:
+    """``data``, then waits forever (until the write is cancelled)."""
+    async for chunk in chunks_of(data):
+        yield chunk
+    reached.set()
+    await asyncio.Event().wait()
+
+
+async def read_all(store: Store, key: str) -> bytes:
+    return b"".join([chunk async for chunk in store.read(key)])
+
+
+@dataclass
+class Case:
+    store: Store
+    leftovers: Callable[[], list[str]]  # every object, open upload or partial file left
+
+
+@pytest.fixture(params=["local", "s3", "gcs"])
+async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Case]:
+    if request.param == "local":
+        root = tmp_path / "files"
+        settings = ManagedSettings(store=str(root))
+        leftovers = lambda: local_leftovers(root)  # noqa: E731
+    elif request.param == "s3":
+        settings = request.getfixturevalue("s3_settings")
+        moto_url = request.getfixturevalue("moto_url")
+        leftovers = lambda: s3_leftovers(moto_url, settings.store_location())  # noqa: E731
+    else:
+        settings = request.getfixturevalue("gcs_settings")
+        gcs_url = request.getfixturevalue("gcs_url")
+        leftovers = lambda: gcs_leftovers(gcs_url, settings.store_location())  # noqa: E731
+    store = open_store(settings)
+    yield Case(store, leftovers)
+    await store.close()
+
+
+# ---- every store ---------------------------------------------------------------------
+@pytest.mark.parametrize("size", [0, 1000, 8 * MiB, 20 * MB])
+async def test_store_round_trips_bytes_exactly(case: Case, size: int) -> None:
+    data = data_of(size)
+
+    written = await case.store.write("file-a", chunks_of(data))
+
+    assert written == size
+    assert await read_all(case.store, "file-a") == data
+    await case.store.delete("file-a")
+    assert case.leftovers() == []
+
+
+@pytest.mark.parametrize("fail_after", [3 * MB, 17 * MB])
+async def test_store_write_whose_chunks_raise_leaves_nothing(case: Case, fail_after: int) -> None:
+    with pytest.raises(Boom):
+        await case.store.write("file-a", failing(data_of(fail_after)))
+
+    assert case.leftovers() == []
+    with pytest.raises(NotFound):
+        await read_all(case.store, "file-a")
+
+
+@pytest.mark.parametrize("cancel_after", [3 * MB, 17 * MB])
+async def test_store_cancelled_write_leaves_nothing(case: Case, cancel_after: int) -> None:
+    reached = asyncio.Event()
+    source = stalling(data_of(cancel_after), reached)
+    write = asyncio.ensure_future(case.store.write("file-a", source))
+    await reached.wait()
+
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    await source.aclose()
+
+    assert case.leftovers() == []
+
+
+async def test_store_read_of_a_missing_key_is_not_found(case: Case) -> None:
+    with pytest.raises(NotFound, match="file-missing"):
+        await anext(case.store.read("file-missing"))
+
+
+async def test_store_delete_of_a_missing_key_is_fine(case: Case) -> None:
+    await case.store.delete("file-missing")
+
+
+async def test_store_read_streams(case: Case) -> None:
+    data = data_of(20 * MB)
+    await case.store.write("file-a", chunks_of(data))
+
+    chunks = case.store.read("file-a")
+    first = await anext(chunks)
+    await chunks.aclose()  # abandoned after one chunk: the connection is let go
+
+    assert 0 < len(first) <= 2 * MiB and data.startswith(first)
+    assert await read_all(case.store, "file-a") == data  # and the store still reads
+
+
+async def test_store_refuses_a_key_that_is_a_path(case: Case) -> None:
+    with pytest.raises(ValueError, match="not a store key"):
+        await case.store.write("../etc/passwd", chunks_of(b"x"))
+    assert case.leftovers() == []
+
+
+# ---- memory stays bounded whatever the size ------------------------------------------
+async def test_s3_store_write_keeps_a_few_parts_in_memory(
+    s3_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_s3, "PART_SIZE", 5 * MiB)  # S3's smallest
+    uploaded = 0
+    original = S3Store._part
+
+    async def counted(self: S3Store, *args: Any) -> dict[str, Any]:
+        nonlocal uploaded
+        answer = await original(self, *args)
+        uploaded += len(args[-1])
+        return answer
+
+    monkeypatch.setattr(S3Store, "_part", counted)
+    held = await _most_held(S3Store(s3_settings), data_of(30 * MB), lambda: uploaded)
+
+    # Two parts uploading, and one filling (plus the chunk that overflows it).
+    assert held <= 3 * 5 * MiB + CHUNK
+
+
+async def test_gcs_store_write_keeps_two_chunks_in_memory(
+    gcs_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_gcs, "CHUNK_BYTES", 2 * store_gcs.GRANULE)
+    uploaded = 0
+    original = GcsStore._put_chunk
+
+    async def counted(self: GcsStore, session: str, piece: bytes, start: int) -> None:
+        nonlocal uploaded
+        await original(self, session, piece, start)
+        uploaded += len(piece)
+
+    monkeypatch.setattr(GcsStore, "_put_chunk", counted)
+    held = await _most_held(GcsStore(gcs_settings), data_of(8 * MB), lambda: uploaded, 100_000)
+
+    # The chunk uploading, and the one filling (plus the piece that overflows it).
+    assert held <= 2 * 2 * store_gcs.GRANULE + 100_000
+
+
+async def _most_held(
+    store: Store, data: bytes, uploaded: Callable[[], int], chunk: int = CHUNK
+) -> int:
+    """The most bytes taken from the source but not yet uploaded, over a whole write."""
+    taken = most = 0
+
+    async def source() -> AsyncIterator[bytes]:
+        nonlocal taken, most
+        async for piece in chunks_of(data, chunk):
+            most = max(most, taken - uploaded())
+            taken += len(piece)
+            yield piece
+
+    try:
+        assert await store.write("file-a", source()) == len(data)
+        assert await read_all(store, "file-a") == data
+    finally:
+        await store.close()
+    return most
+
+
+# ---- S3 ------------------------------------------------------------------------------
+async def test_s3_store_missing_bucket_is_an_upstream_error(s3_settings: ManagedSettings) -> None:
+    store = S3Store(msgspec.structs.replace(s3_settings, store="s3://no-such-bucket/x/"))
+    try:
+        with pytest.raises(UpstreamError) as written:
+            await store.write("file-a", chunks_of(b"x"))
+        with pytest.raises(UpstreamError) as read:  # not the file's 404: the store is broken
+            await anext(store.read("file-a"))
+    finally:
+        await store.close()
+
+    for caught in (written, read):
+        assert "NoSuchBucket" in caught.value.message
+        assert AWS_SECRET_KEY not in caught.value.message
+
+
+# ---- GCS -----------------------------------------------------------------------------
+async def test_gcs_store_failed_write_cancels_its_upload_session(
+    gcs_settings: ManagedSettings,
+) -> None:
+    calls: list[tuple[str, str, int]] = []
+
+    async def record(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
+        calls.append((params.method, str(params.url), params.response.status))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(record)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
+        store = GcsStore(gcs_settings, http=http)
+        with pytest.raises(Boom):
+            await store.write("file-a", failing(data_of(17 * MB)))
+        await store.close()
+
+    cancels = [c for c in calls if c[0] == "DELETE" and "upload_id=" in c[1]]
+    assert [status for *_, status in cancels] == [499]  # GCS's answer to a cancel
+
+
+async def test_gcs_store_unreachable_is_an_upstream_error(
+    gcs_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{closed.getsockname()[1]}")
+        store = GcsStore(gcs_settings)
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                await anext(store.read("file-a"))
+        finally:
+            await store.close()
+
+    assert caught.value.code == "upstream_unreachable"
+
+
+async def test_gcs_store_refused_key_is_an_upstream_error_without_the_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)  # real GCS: a token first
+
+    async def token(request: web.Request) -> web.Response:
+        body = {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+        return web.json_response(body, status=400)
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    server = TestServer(app)
+    await server.start_server()
+    key = service_account_key(str(server.make_url("/token")))
+    store = GcsStore(ManagedSettings(store="gs://bucket/", store_service_account_json=key))
+    try:
+        with pytest.raises(UpstreamError) as caught:
+            await anext(store.read("file-a"))
+    finally:
+        await store.close()
+        await server.close()
+
+    assert caught.value.code == "upstream_auth_failed"  # the gateway's key: not the caller's 401
+    assert "400" in caught.value.message
+    info = json.loads(key)
+    assert info["private_key_id"] not in caught.value.message
+    assert "PRIVATE KEY" not in caught.value.message
+
+
+async def test_gcs_store_unreadable_key_file_is_misconfigured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    missing = str(tmp_path / "no-such-key.json")
+    store = GcsStore(ManagedSettings(store="gs://bucket/", store_service_account_json=missing))
+    try:
+        with pytest.raises(InternalError) as caught:
+            await store.write("file-a", chunks_of(b"x"))
+    finally:
+        await store.close()
+
+    assert caught.value.code == "store_misconfigured"
+
+
+def service_account_key(token_uri: str) -> str:
+    """A service account key file's JSON, with a fresh RSA key, for ``token_uri``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    info = {
+        "type": "service_account",
+        "project_id": "ftgw-proj",
+        "private_key_id": "0123456789abcdef0123456789abcdef01234567",
+        "private_key": pem,
+        "client_email": "store@ftgw-proj.iam.gserviceaccount.com",
+        "token_uri": token_uri,
+    }
+    return json.dumps(info)
+
+
+# ---- open_store ----------------------------------------------------------------------
+async def test_open_store_picks_the_store_by_its_location(tmp_path: Path) -> None:
+    stores = [
+        open_store(ManagedSettings(store="s3://bucket/some/prefix")),
+        open_store(ManagedSettings(store="gs://bucket")),
+        open_store(ManagedSettings(data_dir=str(tmp_path))),
+    ]
+
+    assert [type(s) for s in stores] == [S3Store, GcsStore, LocalStore]
+    s3, gcs, local = stores
+    assert isinstance(s3, S3Store) and (s3.bucket, s3.prefix) == ("bucket", "some/prefix/")
+    assert isinstance(gcs, GcsStore) and (gcs.bucket, gcs.prefix) == ("bucket", "")
+    assert isinstance(local, LocalStore) and local.root == tmp_path / "files"
+    for store in stores:
+        await store.close()
+
+
+def test_open_store_names_the_extra_a_cloud_store_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "gateway_portkey.store_s3")
+    for name in ("aiobotocore", "aiobotocore.config", "aiobotocore.session"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+
+    with pytest.raises(InternalError, match=r"finetune-gateway-portkey\[s3\]"):
+        open_store(ManagedSettings(store="s3://bucket/prefix/"))
+
+
+def test_open_store_without_a_bucket_is_misconfigured() -> None:
+    with pytest.raises(InternalError, match="names no bucket"):
+        open_store(ManagedSettings(store="s3:///prefix/"))
