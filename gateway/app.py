@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway import keys
+from gateway import keys, log_redaction, openapi
+from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
 from gateway.middleware import (
@@ -18,15 +19,19 @@ from gateway.middleware import (
 )
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
+from gateway.resolver import GuardedResolver
+from gateway.upstream import without_silent_retries
 
 
 def make_app(config: Config, registry: Registry | None = None) -> web.Application:
     app = web.Application(middlewares=[context_middleware, error_middleware, auth_middleware])
+    log_redaction.install()  # libraries' DEBUG lines carry credentials: masked
     app[keys.CONFIG] = config
     app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
     app.cleanup_ctx.append(_upstream_session)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/health", health)
+    app.router.add_get(openapi.PATH, openapi.serve)
     jobs.add_routes(app)
     files.add_routes(app)
     return app
@@ -38,7 +43,12 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
     )
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    # Connections to allow-listed names are checked again as they are made (DNS rebinding).
+    allowlist = allow_list(app[keys.CONFIG].routing.custom_host_allowlist)
+    resolver = GuardedResolver(allowlist, upstream.connect_timeout)
+    connector = aiohttp.TCPConnector(resolver=resolver)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        without_silent_retries(http)
         app[keys.HTTP] = http
         app[keys.POOL] = ProviderPool(http)
         try:

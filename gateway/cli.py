@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -54,9 +55,8 @@ def _serve(config_path: str | None, host: str | None, port: int | None) -> int:
             print(f"config: {problem}", file=sys.stderr)
         return 2
 
-    from aiohttp import web
-
     from gateway.app import make_app
+    from gateway.server import serve
 
     listen_host = host or config.server.host
     listen_port = port if port is not None else config.server.port
@@ -68,7 +68,11 @@ def _serve(config_path: str | None, host: str | None, port: int | None) -> int:
         listen_port,
         ", ".join(registry.names()) or "none",
     )
-    web.run_app(app, host=listen_host, port=listen_port, print=None, access_log=None)
+    try:
+        asyncio.run(serve(app, listen_host, listen_port))
+    except OSError as exc:  # the address is taken, or not this machine's
+        print(f"cannot listen on {listen_host}:{listen_port}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,12 +14,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
+from gateway.retry import POLICY_KEYS, CallPolicy, overlay
 
 T = TypeVar("T")
 
@@ -30,10 +31,18 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     pass
 
 
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class ServerConfig(_Section, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 8787
     access_log: bool = True
+    # On SIGTERM, how long requests in flight (uploads included) get to finish before
+    # they are cancelled and their multipart uploads aborted. Below Kubernetes' default
+    # 30 s before SIGKILL, so the aborts still run.
+    shutdown_grace: Seconds = 20.0
 
 
 class LimitsConfig(_Section, kw_only=True):
@@ -41,12 +50,22 @@ class LimitsConfig(_Section, kw_only=True):
     max_json_body_bytes: int = 1 * MiB
     # Uploads stream, so this bounds disk and upstream use, not the gateway's memory.
     max_upload_bytes: int = 8 * 1024 * MiB
+    # The request line and each header field (name and value); aiohttp's own default.
+    max_header_bytes: Count = 8190
+    max_header_count: Count = 128
+    # Uploads being received at once, per process; one more is a 429 with Retry-After.
+    max_concurrent_uploads: Count = 32
+    # A connection must deliver a request's complete headers within this many seconds of
+    # opening, or of the end of its previous request (so it also closes idle keep-alive
+    # connections): a client trickling headers in (slowloris) is cut off.
+    client_header_timeout: Seconds = 60.0
+    # Longest pause between two pieces of a request body; a stalled body is a 408.
+    client_body_timeout: Seconds = 60.0
 
 
-class UpstreamConfig(_Section, kw_only=True):
-    connect_timeout: float = 10.0
-    # Longest silence while reading an upstream's answer (a stalled upstream is a 504).
-    read_timeout: float = 120.0
+# ``[upstream]`` is the default call policy (timeouts, ``[upstream.retry]``); a virtual key
+# or named config overrides any of its keys (``retry``, ``connect_timeout``, ...).
+UpstreamConfig = CallPolicy
 
 
 class RoutingConfig(_Section, kw_only=True):
@@ -91,6 +110,7 @@ class VirtualKey:
     name: str
     provider: type[Provider]
     settings: ProviderSettings
+    policy: CallPolicy | None = None  # retries and timeouts; None for [upstream]'s
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +121,7 @@ class NamedConfig:
     provider: type[Provider]
     settings: ProviderSettings
     virtual_key: str | None  # the virtual key it names, if it names one
+    policy: CallPolicy | None = None  # retries and timeouts; None for [upstream]'s
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +182,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
 
     virtual_keys: dict[str, VirtualKey] = {}
     for name, table in top.virtual_keys.items():
-        vk = _virtual_key(name, table, registry, problems)
+        vk = _virtual_key(name, table, registry, top.upstream, problems)
         if vk is not None:
             virtual_keys[name] = vk
 
@@ -183,7 +204,9 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
 
     configs: dict[str, NamedConfig] = {}
     for name, table in top.configs.items():
-        named = _named_config(name, table, virtual_keys, top.virtual_keys, registry, problems)
+        named = _named_config(
+            name, table, virtual_keys, top.virtual_keys, registry, top.upstream, problems
+        )
         if named is not None:
             configs[name] = named
 
@@ -218,13 +241,14 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
 
 
 def _virtual_key(
-    name: str, table: Any, registry: Registry, problems: list[str]
+    name: str, table: Any, registry: Registry, upstream: CallPolicy, problems: list[str]
 ) -> VirtualKey | None:
     path = f"virtual_keys.{name}"
     if not isinstance(table, dict):
         problems.append(f"{path}: expected a table")
         return None
     fields = dict(table)
+    policy = _policy(upstream, fields, path, problems)
     slug = fields.pop("provider", None)
     if not isinstance(slug, str):
         problems.append(f"{path}.provider: required, the provider's slug (for example 'openai')")
@@ -233,7 +257,7 @@ def _virtual_key(
     if provider is None:
         return None
     settings = _convert(fields, provider.Settings, path, problems)
-    return None if settings is None else VirtualKey(name, provider, settings)
+    return None if settings is None else VirtualKey(name, provider, settings, policy)
 
 
 def _named_config(
@@ -242,12 +266,15 @@ def _named_config(
     virtual_keys: dict[str, VirtualKey],
     virtual_key_names: dict[str, Any],
     registry: Registry,
+    upstream: CallPolicy,
     problems: list[str],
 ) -> NamedConfig | None:
     path = f"configs.{name}"
     if not isinstance(table, dict):
         problems.append(f"{path}: expected a table")
         return None
+    table = dict(table)
+    policy_fields = {k: table.pop(k) for k in POLICY_KEYS & table.keys()}
     route_fields = {k: v for k, v in table.items() if k in RouteConfig.__struct_fields__}
     settings = {k: v for k, v in table.items() if k not in RouteConfig.__struct_fields__}
     route = _convert(route_fields, RouteConfig, path, problems)
@@ -270,15 +297,32 @@ def _named_config(
         resolved = vk.settings
         if custom_host is not None:
             resolved = msgspec.structs.replace(resolved, custom_host=custom_host)
-        return NamedConfig(name, vk.provider, resolved, vk.name)
+        policy = _policy(vk.policy or upstream, policy_fields, path, problems) or vk.policy
+        return NamedConfig(name, vk.provider, resolved, vk.name, policy)
     assert route.provider is not None  # exactly one of the two, checked above
+    policy = _policy(upstream, policy_fields, path, problems)
     provider = _provider(registry, route.provider, f"{path}.provider", problems)
     if provider is None:
         return None
     if custom_host is not None:
         settings["custom_host"] = custom_host
     converted = _convert(settings, provider.Settings, path, problems)
-    return None if converted is None else NamedConfig(name, provider, converted, None)
+    return None if converted is None else NamedConfig(name, provider, converted, None, policy)
+
+
+def _policy(
+    base: CallPolicy, table: dict[str, Any], path: str, problems: list[str]
+) -> CallPolicy | None:
+    """The policy a table's ``retry`` and timeout keys make of ``base`` (taken out of it);
+    None when it has none (``base`` then applies)."""
+    given = {k: table.pop(k) for k in POLICY_KEYS & table.keys()}
+    if not given:
+        return None
+    try:
+        return overlay(base, given)
+    except msgspec.ValidationError as exc:
+        problems.append(_validation_problem(exc, path))
+        return None
 
 
 def _provider(

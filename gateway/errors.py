@@ -87,6 +87,13 @@ class Conflict(GatewayError):
     type = "invalid_request_error"
 
 
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request body (limits.client_body_timeout)."""
+
+    status = 408
+    type = "invalid_request_error"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -100,6 +107,13 @@ class Unprocessable(GatewayError):
 class RateLimited(GatewayError):
     status = 429
     type = "rate_limit_error"
+
+
+class HeadersTooLarge(GatewayError):
+    """A request line or header field over limits.max_header_bytes, or too many fields."""
+
+    status = 431
+    type = "invalid_request_error"
 
 
 class UpstreamError(GatewayError):

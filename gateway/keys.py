@@ -23,6 +23,8 @@ PROVIDER = web.RequestKey("provider", str)
 UPSTREAM_SECONDS = web.RequestKey("upstream_seconds", float)
 # Request ids the providers gave this request's upstream calls (see gateway.upstream).
 UPSTREAM_REQUEST_IDS = web.RequestKey("upstream_request_ids", list[str])
+# Attempts of each upstream call made for this request (see gateway.retry).
+UPSTREAM_ATTEMPTS = web.RequestKey("upstream_attempts", list[int])
 # Set once a streamed response has sent its headers: an error after that cannot become
 # an error response, and the connection is cut instead so the client sees a short body.
 STREAM_STARTED = web.RequestKey("stream_started", bool)

@@ -27,6 +27,7 @@ from gateway.errors import (
     PayloadTooLarge,
     error_for_status,
 )
+from gateway.retry import collect_attempts
 from gateway.routing import authenticate
 from gateway.upstream import collect_upstream_request_ids
 
@@ -45,6 +46,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
     request[keys.REQUEST_ID] = request_id
     request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
+    request[keys.UPSTREAM_ATTEMPTS] = collect_attempts()
     status = 500
     try:
         response = await handler(request)
@@ -101,13 +103,17 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     """on_response_prepare hook: every response, streamed ones too, names its request.
 
     ``x-upstream-request-id`` is the id the provider gave its last call for this request,
-    which is what its support asks for.
+    which is what its support asks for. ``x-upstream-attempts`` is the most attempts any
+    one upstream call of the request took (1: nothing was retried); absent when no
+    upstream call was made.
     """
     request_id = request.get(keys.REQUEST_ID)
     if request_id is not None:
         response.headers["x-request-id"] = request_id
     if upstream_ids := request.get(keys.UPSTREAM_REQUEST_IDS):
         response.headers["x-upstream-request-id"] = upstream_ids[-1]
+    if attempts := request.get(keys.UPSTREAM_ATTEMPTS):
+        response.headers["x-upstream-attempts"] = str(max(attempts))
 
 
 def render_error(exc: GatewayError) -> web.Response:

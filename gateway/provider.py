@@ -124,6 +124,9 @@ class Provider(abc.ABC):
     # Request headers that carry credentials: refused where the config does not accept
     # credentials in headers, and never logged.
     credential_headers: ClassVar[frozenset[str]] = frozenset()
+    # False for a provider whose settings only the config may give (managed mode's say
+    # where the gateway writes): an inline x-portkey-config carrying them is refused.
+    request_settings: ClassVar[bool] = True
 
     def __init__(
         self, settings: Any, http: aiohttp.ClientSession, *, caller_credentials: bool = False

@@ -12,27 +12,29 @@ reach internal addresses.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Any, TypeGuard
 
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from gateway.addresses import allow_list, parse_address
 from gateway.config import Config, GatewayKey, VirtualKey
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
+from gateway.resolver import check_resolved_name
+from gateway.retry import INLINE_POLICY_KEYS, CallPolicy, inline_overlay
 
 # Portkey config keys that select a target; every other key is a provider setting.
 _ROUTE_KEYS = frozenset({"provider", "virtual_key", "custom_host"})
 # Portkey config features this gateway does not implement; refused, never ignored.
-_UNSUPPORTED_CONFIG_KEYS = frozenset(
-    {"strategy", "targets", "retry", "cache", "override_params", "request_timeout"}
-)
+_UNSUPPORTED_CONFIG_KEYS = frozenset({"strategy", "targets", "cache", "override_params"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,8 @@ class Target:
     caller_credentials: bool
     virtual_key: str | None = None
     gateway_key: str | None = None  # the gateway key's name, for logs and ownership
+    # Retries and timeouts of its upstream calls; None for the config's [upstream].
+    policy: CallPolicy | None = None
 
 
 def authenticate(headers: Mapping[str, str], config: Config) -> GatewayKey | None:
@@ -116,9 +120,13 @@ def _check_request_urls(settings: ProviderSettings, allowlist: list[str], *, inl
         value = getattr(settings, field.name)
         if field.name == "custom_host" or value == field.default:
             continue  # checked on its own, or the provider's own default (its real API)
-        if isinstance(value, str) and _LOOKS_LIKE_URL.match(value):
+        if _is_url(value):
             param = f"x-portkey-config.{field.name}" if inline else field.name
             check_custom_host(value, allowlist, param)
+
+
+def _is_url(value: object) -> TypeGuard[str]:
+    return isinstance(value, str) and _LOOKS_LIKE_URL.match(value) is not None
 
 
 def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSettings:
@@ -134,9 +142,12 @@ def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSet
 def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
     """Refuse a request-supplied base URL whose host is not on the allow-list.
 
-    An IP literal must fall in a listed network; a name must be listed as it is. Odd
-    spellings of addresses (``2130706433``, ``0x7f000001``) are names that nobody lists,
-    so they are refused unless listed verbatim.
+    An IP address must fall in a listed network; a name must be listed as it is, and
+    every address it resolves to must be allowed too (``gateway.addresses`` has the
+    rules). Routing is synchronous and DNS is not, so a listed name is noted here and
+    resolved by ``resolve_checked_target`` once routing is done. Odd spellings of
+    addresses (``2130706433``, ``0x7f000001``, ``127.1``, ``127.0.0.1.``) are names
+    that nobody lists, so they are refused.
     """
     try:
         parsed = URL(url)
@@ -148,7 +159,7 @@ def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
             param=param,
             code="invalid_custom_host",
         )
-    host = parsed.host.lower().rstrip(".")
+    host = parsed.raw_host or ""  # as the HTTP client will resolve it (IDNA-encoded)
     if not _host_allowed(host, allowlist):
         raise BadRequest(
             f"Custom host '{host}' is not on this gateway's allow-list "
@@ -156,22 +167,79 @@ def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
             param=param,
             code="custom_host_not_allowed",
         )
+    names = _names_to_resolve.get()
+    if names is not None and parse_address(host) is None:
+        names.append((host, param))
 
 
 def _host_allowed(host: str, allowlist: list[str]) -> bool:
+    listed = allow_list(allowlist)
+    address = parse_address(host)
+    return listed.lists_name(host) if address is None else listed.lists_address(address)
+
+
+# The names ``check_custom_host`` let through, with the param that gave each, for the
+# request being routed; None outside ``resolve_checked_target`` and ``check_overrides``.
+_names_to_resolve: ContextVar[list[tuple[str, str]] | None] = ContextVar(
+    "names_to_resolve", default=None
+)
+
+
+async def resolve_checked_target(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    config: Config,
+    registry: Registry,
+    gateway_key: GatewayKey | None,
+) -> Target:
+    """``resolve_target``, then every host name the request gave resolved and checked.
+
+    A name must resolve, within the connect timeout, only to addresses the allow-list
+    allows, or the request is a 400 naming the header or config field that gave it.
+    The HTTP client checks again when it connects (``gateway.resolver``).
+    """
+    with _noting_names() as names:
+        target = resolve_target(headers, config, registry, gateway_key)
+    await _check_names(names, config)
+    return target
+
+
+async def check_overrides(
+    original: ProviderSettings, overridden: ProviderSettings, config: Config, *, param: str
+) -> None:
+    """Hold the URLs that overrides put in a virtual key's settings to the allow-list.
+
+    Overrides come from a request (managed mode's ``portkey_options``, named as headers:
+    ``x-portkey-custom-host``), so a URL among them is the request's, like any other.
+    """
+    allowlist = config.routing.custom_host_allowlist
+    with _noting_names() as names:
+        for field in msgspec.structs.fields(overridden):
+            value = getattr(overridden, field.name)
+            if value != getattr(original, field.name) and _is_url(value):
+                # Named beside the option that chose the target (portkey_options.x-portkey-...).
+                option = "x-portkey-" + field.name.replace("_", "-")
+                check_custom_host(value, allowlist, f"{param.rpartition('.')[0] or param}.{option}")
+    await _check_names(names, config)
+
+
+@contextmanager
+def _noting_names() -> Iterator[list[tuple[str, str]]]:
+    names: list[tuple[str, str]] = []
+    token = _names_to_resolve.set(names)
     try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return any(host == entry.lower() for entry in allowlist)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    for entry in allowlist:
-        try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
+        yield names
+    finally:
+        _names_to_resolve.reset(token)
+
+
+async def _check_names(names: list[tuple[str, str]], config: Config) -> None:
+    allowlist = allow_list(config.routing.custom_host_allowlist)
+    timeout = config.upstream.connect_timeout
+    checked: set[str] = set()
+    for host, param in names:
+        if host not in checked:
+            checked.add(host)
+            await check_resolved_name(host, allowlist, timeout=timeout, param=param)
 
 
 def target_of_virtual_key(name: str, config: Config, *, param: str) -> Target:
@@ -187,7 +255,7 @@ def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str
             param=param or "x-portkey-virtual-key",
             code="unknown_virtual_key",
         )
-    return Target(vk.provider, vk.settings, False, vk.name, gk_name)
+    return Target(vk.provider, vk.settings, False, vk.name, gk_name, vk.policy)
 
 
 def _from_portkey_config(
@@ -195,9 +263,12 @@ def _from_portkey_config(
 ) -> Target:
     named = config.configs.get(raw)
     if named is not None:  # from the config file: resolved and trusted at load time
-        return Target(named.provider, named.settings, False, named.virtual_key, gk_name)
+        return Target(
+            named.provider, named.settings, False, named.virtual_key, gk_name, named.policy
+        )
     param = "x-portkey-config"
     fields = _inline_config(raw, param)
+    policy_fields = {k: fields.pop(k) for k in INLINE_POLICY_KEYS & fields.keys()}
     settings_fields = {k: v for k, v in fields.items() if k not in _ROUTE_KEYS}
     if fields.get("virtual_key"):
         if settings_fields:
@@ -209,6 +280,13 @@ def _from_portkey_config(
         target = _from_virtual_key(str(fields["virtual_key"]), config, gk_name, param)
     elif isinstance(fields.get("provider"), str):
         provider = registry.get(fields["provider"])
+        if settings_fields and not provider.request_settings:
+            raise BadRequest(
+                f"The '{provider.slug}' provider takes its settings from the gateway's "
+                "config only, never from a request",
+                param=f"{param}.{next(iter(settings_fields))}",
+                code="invalid_config",
+            )
         if settings_fields and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(param)
         try:
@@ -216,6 +294,9 @@ def _from_portkey_config(
         except msgspec.ValidationError as exc:
             raise _config_error(exc, param) from None
         _check_request_urls(settings, config.routing.custom_host_allowlist, inline=True)
+        defaults = config.provider_defaults.get(provider.slug)
+        if defaults is not None:
+            settings = _overlay(defaults, settings)
         target = Target(provider, settings, True, None, gk_name)
     else:
         raise BadRequest(
@@ -223,6 +304,12 @@ def _from_portkey_config(
             param=param,
             code="invalid_config",
         )
+    if policy_fields:
+        try:
+            policy = inline_overlay(target.policy or config.upstream, policy_fields)
+        except msgspec.ValidationError as exc:
+            raise _config_error(exc, param) from None
+        target = replace(target, policy=policy)
     custom_host = fields.get("custom_host")
     if isinstance(custom_host, str):
         check_custom_host(custom_host, config.routing.custom_host_allowlist, param)
@@ -261,9 +348,7 @@ def _config_error(exc: msgspec.ValidationError, param: str) -> BadRequest:
 
 def _with_custom_host(target: Target, host: str) -> Target:
     settings = msgspec.structs.replace(target.settings, custom_host=host.rstrip("/"))
-    return Target(
-        target.provider, settings, target.caller_credentials, target.virtual_key, target.gateway_key
-    )
+    return replace(target, settings=settings)
 
 
 def _header_credentials_refused(header: str) -> Forbidden:

@@ -6,6 +6,8 @@ Shared by every plugin that speaks HTTP, so the mapping is the same everywhere:
   cannot fix the gateway's keys, and must not be told its own key is wrong;
 - a 5xx is a 502 with the upstream's message; unreachable is 502, too slow is 504;
 - whatever comes back, known secrets are masked before it reaches a client or a log.
+
+Every call here retries and times out by the request's policy (``gateway.retry``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from gateway.errors import (
     UpstreamTimeout,
     error_for_status,
 )
+from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 
 # How much of an error body is read: enough for any message, bounded against a flood.
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -179,25 +182,87 @@ def mapped_errors(provider: str) -> Iterator[None]:
         ) from None
 
 
+def without_silent_retries(http: aiohttp.ClientSession) -> None:
+    """Turn off aiohttp's own retry of an idempotent request whose keep-alive connection
+    dropped: the request's policy retries it instead, so attempts are counted and never
+    exceed ``attempts`` (aiohttp has no public switch; its test client does the same)."""
+    http._retry_connection = False
+
+
+# Methods whose repetition changes nothing more than one call would (RFC 9110, 9.2.2); a
+# POST is repeated only when the caller says the upstream makes it so (``idempotent``).
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
 @asynccontextmanager
 async def request(
-    http: aiohttp.ClientSession, method: str, url: str, *, provider: str, **kwargs: Any
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    idempotent: bool | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
     """``http.request``, its body read inside the block, with failures mapped."""
+    response = await send(http, method, url, provider=provider, idempotent=idempotent, **kwargs)
     with mapped_errors(provider):
-        async with http.request(method, url, **kwargs) as response:
-            _note_response(response)
+        async with response:
             yield response
 
 
 async def send(
-    http: aiohttp.ClientSession, method: str, url: str, *, provider: str, **kwargs: Any
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    idempotent: bool | None = None,
+    **kwargs: Any,
 ) -> aiohttp.ClientResponse:
-    """An open response, for streaming its body on; the caller releases it."""
+    """An open response, for streaming its body on; the caller releases it.
+
+    Retried by the request's policy when the call may be repeated: ``idempotent`` (by
+    default, by the method) and a body that can be sent again (bytes, not a stream).
+    """
+    policy = current_policy()
+    kwargs.setdefault(
+        "timeout",
+        aiohttp.ClientTimeout(sock_connect=policy.connect_timeout, sock_read=policy.read_timeout),
+    )
+    repeatable = idempotent if idempotent is not None else method in _IDEMPOTENT_METHODS
+    data = kwargs.get("data")
+    replayable = data is None or isinstance(data, bytes | str)
+
+    async def attempt() -> aiohttp.ClientResponse:
+        return await http.request(method, url, **kwargs)
+
     with mapped_errors(provider):
-        response = await http.request(method, url, **kwargs)
+        response = await with_retries(
+            attempt,
+            idempotent=repeatable and replayable,
+            failure_of=connection_failure,
+            answer_failure=_answer_failure,
+            discard=lambda answer: answer.release(),
+        )
     _note_response(response)
     return response
+
+
+def connection_failure(exc: BaseException) -> Failure | None:
+    """A lost or refused connection (worth another try); None for anything else.
+
+    A timeout is not one (see ``gateway.retry``), nor a TLS failure (it will fail again).
+    """
+    if isinstance(exc, aiohttp.ServerTimeoutError | aiohttp.ClientSSLError | TimeoutError):
+        return None
+    return Failure(None) if isinstance(exc, aiohttp.ClientConnectionError) else None
+
+
+def _answer_failure(response: aiohttp.ClientResponse) -> Failure | None:
+    if response.status < 400:
+        return None
+    return Failure(response.status, retry_after_seconds(response.headers))
 
 
 async def call_json(
@@ -211,11 +276,13 @@ async def call_json(
     params: Mapping[str, str] | None = None,
     body: Any = None,
     form: aiohttp.MultipartWriter | None = None,
+    idempotent: bool | None = None,
 ) -> msgspec.Raw:
     """One upstream call answered with JSON, for providers with JSON APIs.
 
-    ``body`` is sent as JSON, ``form`` as multipart; ``check`` raises the mapped error
-    for a failed answer (``raise_for_openai_status`` with the provider's secrets, say).
+    ``body`` is sent as JSON, ``form`` as multipart (never retried: it streams);
+    ``check`` raises the mapped error for a failed answer (``raise_for_openai_status``
+    with the provider's secrets, say). ``idempotent`` as for ``send``.
     """
     sent = dict(headers)
     data: bytes | aiohttp.MultipartWriter | None = form
@@ -223,7 +290,14 @@ async def call_json(
         data = msgspec.json.encode(body)
         sent["Content-Type"] = "application/json"
     async with request(
-        http, method, url, provider=provider, params=params, data=data, headers=sent
+        http,
+        method,
+        url,
+        provider=provider,
+        idempotent=idempotent,
+        params=params,
+        data=data,
+        headers=sent,
     ) as response:
         await check(response)
         return await read_json(response, provider)

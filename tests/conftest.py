@@ -25,7 +25,9 @@ OTHER_GATEWAY_KEY = "gw-no-default-9876543210"
 def base_config(upstream_url: str) -> dict[str, Any]:
     """The gateway config most tests use, as the TOML file would decode."""
     return {
-        "upstream": {"connect_timeout": 2.0, "read_timeout": 5.0},
+        # One attempt: these tests check how one upstream answer is mapped; retries are
+        # tested on their own (tests/test_retries.py).
+        "upstream": {"connect_timeout": 2.0, "read_timeout": 5.0, "retry": {"attempts": 1}},
         "routing": {
             "accept_header_credentials": True,
             "custom_host_allowlist": ["127.0.0.0/8"],

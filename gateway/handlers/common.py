@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -14,9 +15,10 @@ import msgspec
 from aiohttp import web
 
 from gateway import keys
-from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.provider import PageQuery, Provider
-from gateway.routing import resolve_target, target_of_virtual_key
+from gateway.retry import policy_applied
+from gateway.routing import check_overrides, resolve_checked_target, target_of_virtual_key
 from gateway.scope import CallScope, entered, with_overrides
 
 T = TypeVar("T")
@@ -28,16 +30,20 @@ _MAX_LIMIT = 10_000
 
 @asynccontextmanager
 async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
-    """The provider instance serving this request, chosen from its headers, in its scope."""
+    """The provider instance serving this request, chosen from its headers, in its scope,
+    its upstream calls under the target's retry and timeout policy."""
     app = request.app
     gateway_key = request.get(keys.GATEWAY_KEY)
-    target = resolve_target(request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key)
+    target = await resolve_checked_target(
+        request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key
+    )
     request[keys.PROVIDER] = target.provider.slug
     scope = CallScope(
         owner=gateway_key.name if gateway_key else None,
         open_target=partial(_open_virtual_key, app),
     )
-    async with entered(scope), app[keys.POOL].use(target) as provider:
+    policy = target.policy or app[keys.CONFIG].upstream
+    async with entered(scope), policy_applied(policy), app[keys.POOL].use(target) as provider:
         yield provider
 
 
@@ -47,7 +53,14 @@ async def _open_virtual_key(
 ) -> AsyncIterator[Provider]:
     target = target_of_virtual_key(name, app[keys.CONFIG], param=param)
     settings = with_overrides(target.settings, overrides)
-    async with app[keys.POOL].use(replace(target, settings=settings)) as provider:
+    await check_overrides(target.settings, settings, app[keys.CONFIG], param=param)
+    # The virtual key's policy without the request's clock: a provider acting for a caller
+    # (managed mode) may use the target after the request is answered (staging).
+    policy = target.policy or app[keys.CONFIG].upstream
+    async with (
+        policy_applied(policy, enforce_total=False),
+        app[keys.POOL].use(replace(target, settings=settings)) as provider,
+    ):
         yield provider
 
 
@@ -88,7 +101,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.content.iter_any():
+    while chunk := await body_read(request, request.content.readany()):
         body += chunk
         if len(body) > limit:
             raise _too_large(limit)
@@ -102,6 +115,24 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("The request body must be a JSON object", code="invalid_json")
     return value
+
+
+async def body_read(request: web.Request, read: Awaitable[T]) -> T:
+    """One read of the request body, cut off after limits.client_body_timeout of silence.
+
+    A client that stalls mid-body must not hold its connection, an upload slot and an
+    upload in progress upstream for ever.
+    """
+    timeout = request.app[keys.CONFIG].limits.client_body_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            return await read
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body stopped arriving: nothing came for {timeout:g} seconds "
+            "(limits.client_body_timeout)",
+            code="request_timeout",
+        ) from None
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -134,6 +165,9 @@ def validation_error(exc: msgspec.ValidationError) -> BadRequest:
 
 def page_query(request: web.Request, *, default_limit: int, with_order: bool = False) -> PageQuery:
     query = request.query
+    for name in ("limit", "after", "order", "purpose"):
+        if len(query.getall(name, ())) > 1:  # which one was meant? say so, never guess
+            raise BadRequest(f"'{name}' is given more than once", param=name, code="invalid_value")
     limit = _int_param(query.get("limit"), "limit", default_limit)
     order = query.get("order") if with_order else None
     if order is not None and order not in ("asc", "desc"):
@@ -155,7 +189,7 @@ def page_query(request: web.Request, *, default_limit: int, with_order: bool = F
 
 
 def _int_param(raw: str | None, name: str, default: int) -> int:
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

@@ -9,17 +9,20 @@ the fields after it are known, so the order a client picks costs disk, not memor
 from __future__ import annotations
 
 import asyncio
+import re
 import tempfile
 from collections.abc import AsyncIterator
 from typing import IO
 
 import msgspec
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import keys
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RateLimited
 from gateway.handlers.common import (
     answer,
+    body_read,
     call_provider,
     page_query,
     path_id,
@@ -31,12 +34,20 @@ from gateway.provider import FileUpload, Provider
 FILE_ID = "file_id"
 _CHUNK = 256 * 1024
 _MAX_FIELD_BYTES = 64 * 1024
+# OpenAI's upload takes purpose and expires_after[anchor|seconds]: a form with many more
+# fields is not an upload, and each one costs memory until the file part comes.
+_MAX_FIELDS = 16
+# Uploads being received now, at most limits.max_concurrent_uploads (per process).
+_UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
+# Seconds a client turned away for lack of a slot is told to wait: an upload lasts a while.
+_RETRY_UPLOAD_AFTER = 5
 
 
 class _UploadBody:
     """The multipart body of an upload, with the byte limit enforced while streaming."""
 
     def __init__(self, request: web.Request) -> None:
+        self.request = request
         self.limit = request.app[keys.CONFIG].limits.max_upload_bytes
         self.received = 0
         # Set when the limit is passed, so the handler reports it whatever the provider
@@ -56,19 +67,21 @@ class _UploadBody:
 
     async def stream(self, part: BodyPartReader) -> AsyncIterator[bytes]:
         try:
-            async for chunk in _part_chunks(part, _CHUNK):
+            async for chunk in _part_chunks(self.request, part, _CHUNK):
                 self.count(chunk)
                 yield chunk
-        except BadRequest as exc:
+        except GatewayError as exc:  # broken, or stalled (limits.client_body_timeout)
             self.failure = exc
             raise
 
 
-async def _part_chunks(part: BodyPartReader, size: int) -> AsyncIterator[bytes]:
+async def _part_chunks(
+    request: web.Request, part: BodyPartReader, size: int
+) -> AsyncIterator[bytes]:
     """A part's bytes; a broken or unterminated part is a 400, never a short success."""
     while True:
         try:
-            chunk = await part.read_chunk(size)
+            chunk = await body_read(request, part.read_chunk(size))
         except ValueError as exc:  # aiohttp's word for a broken multipart body
             raise _malformed(exc) from None
         if not chunk:
@@ -84,11 +97,15 @@ def _malformed(exc: ValueError) -> BadRequest:
     return BadRequest(f"Malformed multipart body: {exc}", param="file", code="invalid_multipart")
 
 
-async def _next_part(reader: MultipartReader) -> BodyPartReader | MultipartReader | None:
+async def _next_part(
+    request: web.Request, reader: MultipartReader
+) -> BodyPartReader | MultipartReader | None:
     try:
-        return await reader.next()
+        return await body_read(request, reader.next())
     except ValueError as exc:
         raise _malformed(exc) from None
+    except HttpProcessingError:  # a part's headers do not parse (control characters, ...)
+        raise _malformed(ValueError("a part's headers are not valid")) from None
 
 
 async def upload_file(request: web.Request) -> web.Response:
@@ -106,7 +123,16 @@ async def upload_file(request: web.Request) -> web.Response:
             param="file",
             code="invalid_content_type",
         )
-    async with provider_for(request) as provider:
+    slots = request.app[_UPLOAD_SLOTS]
+    if slots.locked():
+        # Refused before a byte of the body is read: the client retries it whole.
+        raise RateLimited(
+            "This gateway is receiving as many uploads as it takes at once "
+            "(limits.max_concurrent_uploads): retry shortly",
+            code="too_many_uploads",
+            headers={"Retry-After": str(_RETRY_UPLOAD_AFTER)},
+        )
+    async with slots, provider_for(request) as provider:
         return await _upload(request, provider, _UploadBody(request))
 
 
@@ -118,11 +144,18 @@ async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -
     fields: list[tuple[str, str]] = []
     spool: IO[bytes] | None = None
     try:
-        while (part := await _next_part(reader)) is not None:
+        while (part := await _next_part(request, reader)) is not None:
             if not isinstance(part, BodyPartReader):
                 raise BadRequest("Nested multipart bodies are not accepted", param="file")
             if part.name != "file":
-                fields.append((part.name or "", await _field_text(part)))
+                if len(fields) == _MAX_FIELDS:
+                    raise BadRequest(
+                        f"Too many form fields: an upload takes a 'file' part and at most "
+                        f"{_MAX_FIELDS} fields such as 'purpose'",
+                        param="file",
+                        code="too_many_parts",
+                    )
+                fields.append((_field_name(part), await _field_text(request, part)))
                 continue
             if spool is not None:
                 raise BadRequest("Send exactly one 'file' part", param="file", code="invalid_file")
@@ -165,7 +198,7 @@ async def _send(
     if reader is not None:
         # Fields after the file arrived too late to go with it: undo the upload rather
         # than drop them silently.
-        trailing = await _trailing_fields(reader)
+        trailing = await _trailing_fields(request, reader)
         if trailing:
             uploaded_id = _id_of(result)
             if uploaded_id is not None:
@@ -179,11 +212,16 @@ async def _send(
     return answer(result)
 
 
-async def _trailing_fields(reader: MultipartReader) -> list[str]:
+async def _trailing_fields(request: web.Request, reader: MultipartReader) -> list[str]:
     names: list[str] = []
-    while (part := await _next_part(reader)) is not None:
-        names.append(part.name or "(unnamed)" if isinstance(part, BodyPartReader) else "(nested)")
-        await part.release()
+    while (part := await _next_part(request, reader)) is not None:
+        if isinstance(part, BodyPartReader):
+            names.append(part.name or "(unnamed)")
+            async for _ in _part_chunks(request, part, _CHUNK):
+                pass  # read and dropped, each read bounded by the body timeout
+        else:
+            names.append("(nested)")
+            await body_read(request, part.release())
     return names
 
 
@@ -216,9 +254,26 @@ def _purpose(fields: list[tuple[str, str]]) -> str | None:
     return None
 
 
-async def _field_text(part: BodyPartReader) -> str:
+# Field names are forwarded in the provider's multipart headers, which carry only these
+# as they are (OpenAI's are purpose and expires_after[anchor|seconds]).
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,128}")
+
+
+def _field_name(part: BodyPartReader) -> str:
+    name = part.name or ""
+    if not _FIELD_NAME.fullmatch(name):
+        raise BadRequest(
+            f"Form field name {name[:64]!r} is not one an upload takes: use ASCII letters, "
+            "digits and _ . [ ] -",
+            param="file",
+            code="invalid_field_name",
+        )
+    return name
+
+
+async def _field_text(request: web.Request, part: BodyPartReader) -> str:
     data = bytearray()
-    async for chunk in _part_chunks(part, 8192):
+    async for chunk in _part_chunks(request, part, 8192):
         data += chunk
         if len(data) > _MAX_FIELD_BYTES:
             raise BadRequest(f"Form field '{part.name}' is too long", param=part.name)
@@ -280,6 +335,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
+    app[_UPLOAD_SLOTS] = asyncio.Semaphore(app[keys.CONFIG].limits.max_concurrent_uploads)
     item = "/v1/files/{" + FILE_ID + "}"
     app.router.add_post("/v1/files", upload_file)
     app.router.add_get("/v1/files", list_files)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -31,12 +31,22 @@ class ServerThread:
         """Run a coroutine on the server loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def serve(self, app: web.Application) -> str:
-        """Start ``app`` on a free loopback port; returns its base URL."""
-        return self.run(self._serve(app))
+    def serve(
+        self,
+        app: web.Application,
+        make_runner: Callable[[web.Application], web.AppRunner] | None = None,
+    ) -> str:
+        """Start ``app`` on a free loopback port; returns its base URL.
 
-    async def _serve(self, app: web.Application) -> str:
-        runner = web.AppRunner(app, access_log=None)
+        ``make_runner`` is ``gateway.server.GatewayRunner`` to serve it as ``serve`` does,
+        with the config's limits on clients.
+        """
+        return self.run(self._serve(app, make_runner))
+
+    async def _serve(
+        self, app: web.Application, make_runner: Callable[[web.Application], web.AppRunner] | None
+    ) -> str:
+        runner = web.AppRunner(app, access_log=None) if make_runner is None else make_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -47,6 +57,12 @@ class ServerThread:
         async def cleanup() -> None:
             for runner in reversed(self._runners):
                 await runner.cleanup()
+            # What outlives its server, as asyncio.run would: aiohttp keeps reading the
+            # rest of an answered body for a while, even once its client has gone.
+            leftovers = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in leftovers:
+                task.cancel()
+            await asyncio.gather(*leftovers, return_exceptions=True)
 
         self.run(cleanup())
         self.loop.call_soon_threadsafe(self.loop.stop)

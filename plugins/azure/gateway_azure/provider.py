@@ -103,8 +103,12 @@ class AzureOpenAIProvider(Provider):
         body: Any = None,
         form: aiohttp.MultipartWriter | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> msgspec.Raw:
-        """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart."""
+        """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart.
+
+        ``idempotent``: whether a POST may be retried (see ``gateway.upstream.send``).
+        """
         return await call_json(
             self.http,
             method,
@@ -115,6 +119,7 @@ class AzureOpenAIProvider(Provider):
             params={**(params or {}), **self.surface.params()},
             body=body,
             form=form,
+            idempotent=idempotent,
         )
 
     async def _dated(self, method: str, path: str, type_: type[T], what: str, **kwargs: Any) -> T:
@@ -144,7 +149,11 @@ class AzureOpenAIProvider(Provider):
             body = {k: v for k, v in request.body.items() if k not in GATEWAY_ONLY_JOB_FIELDS}
             key = request.idempotency_key
             extra = {"Idempotency-Key": key} if key else None
-            return await self._call("POST", "/fine_tuning/jobs", body=body, headers=extra)
+            # Retried only with the client's Idempotency-Key (as on OpenAI); the dated
+            # API takes no key, so its creates are never retried.
+            return await self._call(
+                "POST", "/fine_tuning/jobs", body=body, headers=extra, idempotent=bool(key)
+            )
         version = self.surface.api_version or ""
         dated_body = tf.dated_job_body(request.spec, request.body, version)
         job = await self._dated("POST", "/fine_tuning/jobs", tf.AzureJob, "job", body=dated_body)
@@ -178,18 +187,19 @@ class AzureOpenAIProvider(Provider):
     async def cancel_job(self, job_id: str) -> Json[FineTuningJob]:
         path = f"/fine_tuning/jobs/{job_id}/cancel"
         if self.surface.v1:
-            return await self._call("POST", path)
-        return tf.job_from_azure(await self._dated("POST", path, tf.AzureJob, "job"))
+            return await self._call("POST", path, idempotent=True)
+        job = await self._dated("POST", path, tf.AzureJob, "job", idempotent=True)
+        return tf.job_from_azure(job)
 
     async def pause_job(self, job_id: str) -> msgspec.Raw:
         if not self.surface.v1:  # never another operation in its place (cancel)
             raise self._dated_lacks("pausing fine-tuning jobs")
-        return await self._call("POST", f"/fine_tuning/jobs/{job_id}/pause")
+        return await self._call("POST", f"/fine_tuning/jobs/{job_id}/pause", idempotent=True)
 
     async def resume_job(self, job_id: str) -> msgspec.Raw:
         if not self.surface.v1:
             raise self._dated_lacks("resuming fine-tuning jobs")
-        return await self._call("POST", f"/fine_tuning/jobs/{job_id}/resume")
+        return await self._call("POST", f"/fine_tuning/jobs/{job_id}/resume", idempotent=True)
 
     async def list_events(self, job_id: str, query: PageQuery) -> Json[Page[JobEvent]]:
         path = f"/fine_tuning/jobs/{job_id}/events"

@@ -36,7 +36,9 @@ def azure_config(v1_url: str, dated_url: str) -> dict[str, Any]:
         return {**key, "custom_host": url, **(creds or {"api_key": AZURE_KEY})}
 
     return {
-        "upstream": {"connect_timeout": 2.0, "read_timeout": 5.0},
+        # One attempt: these tests check how one upstream answer is mapped; retries are
+        # tested on their own (tests/test_retries.py).
+        "upstream": {"connect_timeout": 2.0, "read_timeout": 5.0, "retry": {"attempts": 1}},
         "routing": {
             "accept_header_credentials": True,
             "custom_host_allowlist": ["127.0.0.0/8"],

@@ -6,18 +6,25 @@ provider's few Bedrock calls, and decodes what comes back into msgspec Structs.
 
 Errors are mapped by AWS error code, never by HTTP status: Bedrock answers 400 for both
 a bad request and a conflict, and moto answers 400 for a job that does not exist.
+
+Retries are core's (``gateway.retry``), not botocore's: botocore makes one attempt, and
+each client call is retried by the request's policy, as every provider's calls are, so
+attempts are not multiplied and are counted. Timeouts are the policy's too: a client is
+made per (connect, read) timeout pair in use, which the config bounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import msgspec
 from botocore import exceptions as boto  # type: ignore[import-untyped]
+from multidict import CIMultiDict
 
 from gateway.errors import (
     BadRequest,
@@ -27,7 +34,8 @@ from gateway.errors import (
     UpstreamTimeout,
 )
 from gateway.provider import ProviderSettings
-from gateway.upstream import redact, upstream_error
+from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
+from gateway.upstream import redact, upstream_error, without_silent_retries
 
 # Object keys handed to Bedrock must match its S3Uri pattern, so the prefix may only hold
 # these characters.
@@ -88,17 +96,18 @@ class Clients:
         return await self._client("bedrock")
 
     async def _client(self, service: str) -> Any:
-        client = self._clients.get(service)
+        policy = current_policy()
+        key = f"{service} {policy.connect_timeout} {policy.read_timeout}"
+        client = self._clients.get(key)
         if client is not None:
             return client
         async with self._lock:
-            if service not in self._clients:
-                self._clients[service] = await self._stack.enter_async_context(
-                    self._create(service)
-                )
-            return self._clients[service]
+            if key not in self._clients:
+                created = self._create(service, policy.connect_timeout, policy.read_timeout)
+                self._clients[key] = RetryingClient(await self._stack.enter_async_context(created))
+            return self._clients[key]
 
-    def _create(self, service: str) -> Any:
+    def _create(self, service: str, connect_timeout: float, read_timeout: float) -> Any:
         s = self._settings
         if self._caller_credentials and not (s.aws_access_key_id and s.aws_secret_access_key):
             # Falling back to the gateway's own credential chain would hand the caller
@@ -110,9 +119,10 @@ class Clients:
         from aiobotocore.session import get_session  # type: ignore[import-untyped]
 
         config = AioConfig(
-            connect_timeout=10,
-            read_timeout=120,
-            retries={"mode": "standard", "max_attempts": 3},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"mode": "standard", "total_max_attempts": 1},  # core retries (above)
+            http_session_cls=_http_session_class(),
             # Local and S3-compatible endpoints serve buckets by path, not by host name.
             s3={"addressing_style": "path"},
             # Flexible checksums on every part are not understood by every S3-compatible
@@ -133,6 +143,64 @@ class Clients:
     async def close(self) -> None:
         self._clients.clear()
         await self._stack.aclose()
+
+
+class RetryingClient:
+    """An aiobotocore client whose API calls are retried by the request's policy.
+
+    Every call may be repeated (reads, deletes, aborts, parts of a multipart upload,
+    Bedrock's create with its clientRequestToken) except ``create_multipart_upload``:
+    a retry after a lost answer would open a second upload that nothing aborts.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._operations: dict[str, str] = client.meta.method_to_api_mapping
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._client, name)
+        if name not in self._operations:
+            return method  # meta, exceptions, paginators: not calls to AWS
+
+        async def call(**params: Any) -> Any:
+            return await with_retries(
+                lambda: method(**params),
+                idempotent=name not in _NOT_REPEATABLE,
+                failure_of=aws_failure,
+            )
+
+        return call
+
+
+_NOT_REPEATABLE = frozenset({"create_multipart_upload"})
+
+
+@functools.cache
+def _http_session_class() -> type:
+    """aiobotocore's HTTP session without aiohttp's silent retry of a dropped connection
+    (see ``gateway.upstream.without_silent_retries``): one botocore attempt is one."""
+    from aiobotocore.httpsession import AIOHTTPSession  # type: ignore[import-untyped]
+
+    class OneTryHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # untyped base
+        async def _get_session(self, proxy_url: Any) -> Any:
+            session = await super()._get_session(proxy_url)
+            without_silent_retries(session)
+            return session
+
+    return OneTryHTTPSession
+
+
+def aws_failure(exc: BaseException) -> Failure | None:
+    """A failed AWS call worth retrying: its status (by error code, as below), or a lost
+    connection; timeouts are not retried (see ``gateway.retry``)."""
+    if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionClosedError):
+        return Failure(None)  # refused, reset, disconnected (a timeout is neither)
+    if not isinstance(exc, boto.ClientError):
+        return None
+    meta = exc.response.get("ResponseMetadata", {})
+    code = str(exc.response.get("Error", {}).get("Code") or "")
+    status = _STATUS_BY_CODE.get(code) or int(meta.get("HTTPStatusCode") or 0)
+    return Failure(status, retry_after_seconds(CIMultiDict(meta.get("HTTPHeaders") or {})))
 
 
 ClientError: type[Exception] = boto.ClientError

@@ -84,8 +84,12 @@ class OpenAIProvider(Provider):
         body: Any = None,
         form: aiohttp.MultipartWriter | None = None,
         headers: Mapping[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> msgspec.Raw:
-        """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart."""
+        """One call answered with JSON; ``body`` is sent as JSON, ``form`` as multipart.
+
+        ``idempotent``: whether a POST may be retried (see ``gateway.upstream.send``).
+        """
         return await call_json(
             self.http,
             method,
@@ -96,6 +100,7 @@ class OpenAIProvider(Provider):
             params=params,
             body=body,
             form=form,
+            idempotent=idempotent,
         )
 
     async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
@@ -109,8 +114,13 @@ class OpenAIProvider(Provider):
     # ---- jobs ----------------------------------------------------------------------
     async def create_job(self, request: JobRequest) -> msgspec.Raw:
         body = {k: v for k, v in request.body.items() if k not in GATEWAY_ONLY_JOB_FIELDS}
-        extra = {"Idempotency-Key": request.idempotency_key} if request.idempotency_key else None
-        return await self._json("POST", "/fine_tuning/jobs", body=body, headers=extra)
+        key = request.idempotency_key
+        extra = {"Idempotency-Key": key} if key else None
+        # Retried only with the client's Idempotency-Key, which OpenAI honours: without
+        # it, a retry after a lost answer could make a second job.
+        return await self._json(
+            "POST", "/fine_tuning/jobs", body=body, headers=extra, idempotent=bool(key)
+        )
 
     async def list_jobs(self, query: PageQuery) -> msgspec.Raw:
         return await self._json("GET", "/fine_tuning/jobs", params=openai_list_params(query))
@@ -119,13 +129,13 @@ class OpenAIProvider(Provider):
         return await self._json("GET", f"/fine_tuning/jobs/{job_id}")
 
     async def cancel_job(self, job_id: str) -> msgspec.Raw:
-        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/cancel")
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/cancel", idempotent=True)
 
     async def pause_job(self, job_id: str) -> msgspec.Raw:
-        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/pause")
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/pause", idempotent=True)
 
     async def resume_job(self, job_id: str) -> msgspec.Raw:
-        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/resume")
+        return await self._json("POST", f"/fine_tuning/jobs/{job_id}/resume", idempotent=True)
 
     async def list_events(self, job_id: str, query: PageQuery) -> msgspec.Raw:
         path = f"/fine_tuning/jobs/{job_id}/events"

@@ -30,7 +30,7 @@ from gateway.scope import CallScope
 from gateway_portkey.files import ManagedFiles
 from gateway_portkey.records import JobRecord, Records, new_id, now_ns
 from gateway_portkey.staging import (
-    STAGING_LEASE_NS,
+    PORTKEY_OPTIONS,
     TARGET_PARAM,
     Stager,
     decoded,
@@ -63,6 +63,14 @@ class ManagedJobs:
                 code="missing_target",
             )
         virtual_key = spec.portkey_options.virtual_key
+        for option in request.body.get("portkey_options") or {}:
+            if option not in PORTKEY_OPTIONS:
+                raise BadRequest(
+                    f"'{option}' is not an option of managed mode: 'portkey_options' takes "
+                    f"{', '.join(PORTKEY_OPTIONS)}",
+                    param=f"portkey_options.{option}",
+                    code="unsupported_option",
+                )
         training = await self._file(owner, spec.training_file, "training_file")
         validation = None
         if spec.validation_file is not None:
@@ -145,8 +153,8 @@ class ManagedJobs:
         if record.ended:
             return record
         if record.staging:
-            if (record.heartbeat_ns or 0) < now_ns() - STAGING_LEASE_NS:
-                return await self._fail_interrupted(record)
+            if (record.heartbeat_ns or 0) < now_ns() - self.stager.lease_ns:
+                return await self._fail_interrupted(scope, record)
             return record
         assert record.upstream_id is not None  # not staging
         async with open_target(scope, record) as target:
@@ -162,7 +170,7 @@ class ManagedJobs:
         # Another request or process wrote first; its answer is at least as new.
         return await self.get(record.owner, record.id)
 
-    async def _fail_interrupted(self, record: JobRecord) -> JobRecord:
+    async def _fail_interrupted(self, scope: CallScope, record: JobRecord) -> JobRecord:
         error_message = (
             "The gateway process staging this job stopped before it finished; create it again"
         )
@@ -172,6 +180,8 @@ class ManagedJobs:
         if saved is None:
             return await self.get(record.owner, record.id)
         await self.records.add_event(record.id, "error", error_message)
+        # The files it had staged would otherwise stay on the target with no job to use them.
+        await self.stager.remove_staged(record.id, scope)
         return saved
 
     async def retrieve(self, owner: str, scope: CallScope, job_id: str) -> FineTuningJob:
@@ -275,11 +285,11 @@ class ManagedJobs:
         data = [msgspec.structs.replace(c, fine_tuning_job_id=record.id) for c in page.data]
         return Page(data=data, has_more=page.has_more)
 
-    async def sweep_interrupted(self) -> int:
+    async def sweep_interrupted(self, scope: CallScope) -> int:
         """Fail every job whose staging process has gone; how many there were."""
-        stale = await self.records.stale_staging(now_ns() - STAGING_LEASE_NS)
+        stale = await self.records.stale_staging(now_ns() - self.stager.lease_ns)
         for record in stale:
-            await self._fail_interrupted(record)
+            await self._fail_interrupted(scope, record)
         return len(stale)
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger("finetune_gateway.portkey")
 class ManagedProvider(Provider):
     slug = "portkey"
     Settings = ManagedSettings
+    request_settings = False  # where records and bytes live is the config's to say
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> ManagedSettings:
@@ -58,9 +59,9 @@ class ManagedProvider(Provider):
                 store = open_store(settings)
                 records = Records(db)
                 files = ManagedFiles(records, store)
-                stager = Stager(records, store)
+                stager = Stager(records, store, settings.staging_lease_seconds)
                 jobs = ManagedJobs(records, files, stager)
-                swept = await jobs.sweep_interrupted()
+                swept = await jobs.sweep_interrupted(current_scope())
                 if swept:
                     log.warning("%d job(s) were left staging by a stopped gateway: failed", swept)
                 self._closers = [stager, store, db]

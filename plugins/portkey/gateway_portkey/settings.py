@@ -7,6 +7,9 @@ defaults, and core lays the config's ``[providers.portkey]`` table under them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+from msgspec import Meta
 
 from gateway.provider import ProviderSettings
 
@@ -28,6 +31,10 @@ class ManagedSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknow
     # out, the default application credentials. STORAGE_EMULATOR_HOST, when set, wins
     # over both (no credentials are sent to an emulator), as in gcloud-aio.
     store_service_account_json: str | None = None
+    # A job staging for longer than this without a heartbeat from its process (the
+    # process beats every sixth of it) has lost that process: it is failed
+    # (staging_interrupted) and what it had staged is deleted.
+    staging_lease_seconds: Annotated[float, Meta(gt=0)] = 90.0
 
     def __repr__(self) -> str:
         # Settings end up in pool keys and tracebacks: never show the secrets (a DSN

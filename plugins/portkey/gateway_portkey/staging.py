@@ -9,7 +9,8 @@ create never makes a second one.
 Whatever goes wrong, the job ends ``failed`` with the reason, and the copies already
 staged on the target are deleted: nothing is left upstream that no job uses. A process
 that dies while staging stops renewing its heartbeat; whoever next reads the job
-(another process, or this one restarted) finds the heartbeat stale and fails it.
+(another process, or this one restarted) finds the heartbeat stale, fails it and
+deletes what it had staged.
 """
 
 from __future__ import annotations
@@ -33,9 +34,6 @@ log = logging.getLogger("finetune_gateway.portkey")
 
 T = TypeVar("T")
 
-HEARTBEAT_SECONDS = 15.0
-# A staging job whose heartbeat is older than this has lost its process.
-STAGING_LEASE_NS = 90 * 1_000_000_000
 TARGET_PARAM = "portkey_options.x-portkey-virtual-key"
 
 
@@ -59,12 +57,16 @@ def view_of(record: JobRecord, upstream: FineTuningJob) -> FineTuningJob:
     )
 
 
+_BUCKET_OPTIONS = ("x-portkey-aws-s3-bucket", "x-portkey-vertex-storage-bucket-name")
+PORTKEY_OPTIONS = ("x-portkey-virtual-key", *_BUCKET_OPTIONS)
+
+
 def open_target(scope: CallScope, record: JobRecord) -> AbstractAsyncContextManager[Provider]:
     """The job's target, with the bucket options its create body gave."""
     options = record.request.get("portkey_options") or {}
-    overrides = {
-        k: v for k, v in options.items() if k != "x-portkey-virtual-key" and isinstance(v, str)
-    }
+    # Only the options PortkeyFinetuneJob defines: a request may pick another bucket of
+    # the target's account, never its credentials, key files or endpoints.
+    overrides = {k: v for k in _BUCKET_OPTIONS if isinstance(v := options.get(k), str)}
     return scope.open_target(record.virtual_key, overrides, param=TARGET_PARAM)
 
 
@@ -86,9 +88,12 @@ def error_of(exc: BaseException) -> JobError:
 
 
 class Stager:
-    def __init__(self, records: Records, store: Store) -> None:
+    def __init__(self, records: Records, store: Store, lease_seconds: float = 90.0) -> None:
         self.records = records
         self.store = store
+        # A staging job whose heartbeat is older than this has lost its process.
+        self.lease_ns = int(lease_seconds * 1_000_000_000)
+        self.heartbeat_seconds = lease_seconds / 6
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, record: JobRecord, scope: CallScope) -> None:
@@ -121,7 +126,7 @@ class Stager:
 
     async def _heartbeat(self, job_id: str) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await asyncio.sleep(self.heartbeat_seconds)
             with contextlib.suppress(Exception):  # a missed beat only shortens the lease
                 await self.records.touch(job_id, now_ns())
 
@@ -204,9 +209,10 @@ class Stager:
             if await self.records.update_job(failed(current, error)) is not None:
                 await self.records.add_event(job_id, "error", f"Staging failed: {error.message}")
                 break
-        await self._remove_staged(job_id, scope)
+        await self.remove_staged(job_id, scope)
 
-    async def _remove_staged(self, job_id: str, scope: CallScope) -> None:
+    async def remove_staged(self, job_id: str, scope: CallScope) -> None:
+        """Delete the copies a job that never got created staged on its target."""
         current = await self.records.get_job(None, job_id)
         if current is None or not current.staged or current.upstream_id:
             return

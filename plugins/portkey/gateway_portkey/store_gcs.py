@@ -196,10 +196,12 @@ class GcsStore:
     def _put(
         self, session: str, data: bytes, content_range: str
     ) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        # No token: the session URI itself authorizes the upload.
+        # No token: the session URI itself authorizes the upload. Not retried blindly
+        # (idempotent=False): after a lost answer GCS may hold part of the chunk.
         return request(
             self._session(), "PUT", session, provider=SERVICE, data=data,
             headers={"Content-Range": content_range}, allow_redirects=False, timeout=TIMEOUT,
+            idempotent=False,
         )  # fmt: skip
 
     async def _cancel(self, session: str, name: str | None) -> None:

@@ -103,10 +103,9 @@ def postgres() -> Iterator[str]:
     asyncio.run(postgres_schema(schema, drop=True))
 
 
-def shared_config(path: Path, moto: str, database: str) -> Path:
-    """Both processes: one PostgreSQL, one object store (S3 on moto), one Bedrock target."""
-    path.write_text(
-        f"""
+def bedrock_target_toml(endpoint: str) -> str:
+    """The gateway key and the Bedrock virtual key (on moto at ``endpoint``), as TOML."""
+    return f"""
 [gateway_keys.team]
 key = "{KEY}"
 
@@ -118,8 +117,15 @@ aws_region = "{REGION}"
 aws_s3_bucket = "{BUCKET}"
 aws_s3_prefix = "{PREFIX}"
 aws_role_arn = "{ROLE_ARN}"
-endpoint_url = "{moto}"
+endpoint_url = "{endpoint}"
+"""
 
+
+def shared_config(path: Path, moto: str, database: str) -> Path:
+    """Both processes: one PostgreSQL, one object store (S3 on moto), one Bedrock target."""
+    path.write_text(
+        bedrock_target_toml(moto)
+        + f"""
 [providers.portkey]
 database = "{database}"
 store = "s3://{BUCKET}/managed-store/"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import msgspec
 
 from gateway.errors import GatewayError, NotSupported, UpstreamTimeout
+from gateway.retry import Failure, retry_after_seconds
 from gateway.upstream import upstream_error
 from gateway_vertex import wire
 
@@ -80,3 +81,19 @@ _NAME_FOR_HTTP = {
 
 def _name_for_http(status: int) -> str:
     return _NAME_FOR_HTTP.get(status) or ("UNKNOWN" if status >= 500 else "FAILED_PRECONDITION")
+
+
+# Codes of answers worth another try (the statuses they come with), and of lost connections.
+_RETRYABLE = {"resource_exhausted": 429, "internal": 500, "unknown": 500, "unavailable": 503}
+_CONNECTION_LOST = frozenset({"upstream_unreachable", "upstream_connection_error"})
+
+
+def retryable_failure(exc: BaseException) -> Failure | None:
+    """A Vertex call's failure, already the gateway's error, as ``gateway.retry`` weighs it:
+    for retrying a unit of several calls (a create with its look-up), not one request."""
+    if not isinstance(exc, GatewayError) or exc.code is None:
+        return None
+    if exc.code in _CONNECTION_LOST:
+        return Failure(None)
+    status = _RETRYABLE.get(exc.code)
+    return None if status is None else Failure(status, retry_after_seconds(exc.headers))

@@ -13,13 +13,19 @@ with ``Content-Range: bytes a-b/*``, the last with the total. One PUT is in flig
 the next chunk fills, so memory stays at about two chunks whatever the file size. On
 failure the session is cancelled (DELETE) and an object already finalized is deleted:
 no partial object is left behind.
+
+Retries follow the request's policy (``gateway.retry``): the JSON calls, downloads and
+the POST opening a session (a second session that is never finished never becomes an
+object). A chunk's PUT is not repeated blindly: after a lost answer GCS may hold part of
+it, which only a status query would tell; the upload fails and is cleaned up instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from typing import TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -29,7 +35,8 @@ from gcloud.aio.storage.storage import init_api_root
 
 from gateway.errors import GatewayError, NotFound, UpstreamError
 from gateway.provider import Download
-from gateway.upstream import mapped_errors, request, send
+from gateway.retry import Failure, retry_after_seconds, with_retries
+from gateway.upstream import connection_failure, mapped_errors, request, send
 from gateway_vertex import wire
 from gateway_vertex.auth import Credentials
 from gateway_vertex.errors import google_error
@@ -39,6 +46,7 @@ GRANULE = 256 * 1024
 CHUNK_BYTES = 32 * GRANULE  # 8 MiB: Google's suggested minimum for throughput
 _ERROR_BODY_LIMIT = 64 * 1024
 _object_decoder = msgspec.json.Decoder(wire.GcsObject)
+T = TypeVar("T")
 
 
 class Gcs:
@@ -73,8 +81,7 @@ class Gcs:
     async def get(self, name: str) -> wire.GcsObject | None:
         await self._ready()
         try:
-            with self._mapped():
-                found = await self._storage.download_metadata(self.bucket, name)
+            found = await self._json(lambda: self._storage.download_metadata(self.bucket, name))
         except NotFound:
             return None
         return msgspec.convert(found, wire.GcsObject)
@@ -84,27 +91,31 @@ class Gcs:
         params = {"prefix": prefix, "maxResults": str(page_size)}
         if page_token:
             params["pageToken"] = page_token
-        with self._mapped():
-            found = await self._storage.list_objects(self.bucket, params=params)
+        found = await self._json(lambda: self._storage.list_objects(self.bucket, params=params))
         return msgspec.convert(found, wire.GcsObjectList)
 
     async def patch_metadata(self, name: str, metadata: dict[str, str]) -> wire.GcsObject:
         await self._ready()
-        with self._mapped():
-            found = await self._storage.patch_metadata(self.bucket, name, {"metadata": metadata})
+        found = await self._json(
+            lambda: self._storage.patch_metadata(self.bucket, name, {"metadata": metadata})
+        )
         return msgspec.convert(found, wire.GcsObject)
 
     async def delete(self, name: str, *, missing_ok: bool = False) -> bool:
         """True if deleted; False (with ``missing_ok``) if there was nothing to delete."""
         await self._ready()
         try:
-            with self._mapped():
-                await self._storage.delete(self.bucket, name)
+            await self._json(lambda: self._storage.delete(self.bucket, name))
         except NotFound:
             if missing_ok:
                 return False
             raise
         return True
+
+    async def _json(self, call: Callable[[], Awaitable[T]]) -> T:
+        """One gcloud-aio-storage call (each may be repeated), retried, failures mapped."""
+        with self._mapped():
+            return await with_retries(call, idempotent=True, failure_of=_storage_failure)
 
     @contextmanager
     def _mapped(self) -> Iterator[None]:
@@ -242,7 +253,7 @@ class ResumableUpload:
         headers["X-Upload-Content-Type"] = self.content_type
         async with request(
             self.gcs.http, "POST", url, provider=SERVICE, params={"uploadType": "resumable"},
-            json=body, headers=headers,
+            json=body, headers=headers, idempotent=True,
         ) as response:  # fmt: skip
             await self.gcs.raise_for_status(response, 200, 201)
             location = response.headers.get("Location")
@@ -278,7 +289,7 @@ class ResumableUpload:
         assert self._session is not None  # opened before any PUT
         async with request(
             self.gcs.http, "PUT", self._session, provider=SERVICE, data=data,
-            headers=headers, allow_redirects=False,
+            headers=headers, allow_redirects=False, idempotent=False,
         ) as response:  # fmt: skip
             yield response
 
@@ -288,3 +299,9 @@ def _persisted(range_header: str | None) -> int:
     if not range_header or "-" not in range_header:
         return 0
     return int(range_header.rsplit("-", 1)[1]) + 1
+
+
+def _storage_failure(exc: BaseException) -> Failure | None:
+    if isinstance(exc, aiohttp.ClientResponseError):  # an answer (gcloud-aio-storage raises)
+        return Failure(exc.status, retry_after_seconds(exc.headers or {}))
+    return connection_failure(exc)

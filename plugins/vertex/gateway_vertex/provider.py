@@ -5,6 +5,11 @@ the storage layout in ``staging``, GCS calls in ``gcs``, tokens in ``auth``. Ver
 its job list by token; ``gateway.paging.TokenPager`` turns that into OpenAI's
 ``after=<id>`` with a true ``has_more``. Pausing is refused (Vertex cannot pause a
 tuning job, and cancelling in its place would end the job for good).
+
+Retries follow the request's policy (``gateway.retry``). Vertex has no idempotent create:
+a create is retried only when the client sent an ``Idempotency-Key``, and then as a whole,
+each attempt first looking for a job labelled with that key (best effort: a job made by
+an attempt whose answer was lost is found, unless Vertex lists it only later).
 """
 
 from __future__ import annotations
@@ -34,9 +39,10 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
+from gateway.retry import with_retries
 from gateway.upstream import request
 from gateway_vertex import staging, transform, wire
-from gateway_vertex.errors import google_error
+from gateway_vertex.errors import google_error, retryable_failure
 from gateway_vertex.formats import PREFERENCE_KINDS
 from gateway_vertex.settings import (
     SERVICE_ACCOUNT_HEADER,
@@ -112,7 +118,13 @@ class VertexProvider(Provider):
 
     # ---- Vertex AI calls -------------------------------------------------------------
     async def _call(
-        self, method: str, url: str, *, body: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        idempotent: bool | None = None,
     ) -> bytes:
         headers = await self.credentials.headers()
         data = None
@@ -120,7 +132,14 @@ class VertexProvider(Provider):
             data = msgspec.json.encode(body)
             headers["Content-Type"] = "application/json"
         async with request(
-            self.http, method, url, provider=SERVICE, headers=headers, data=data, params=params
+            self.http,
+            method,
+            url,
+            provider=SERVICE,
+            headers=headers,
+            data=data,
+            params=params,
+            idempotent=idempotent,
         ) as response:
             if response.status >= 400:
                 raise google_error(
@@ -155,12 +174,19 @@ class VertexProvider(Provider):
             else None
         )
         body = transform.create_body(spec, request.body, training, validation)
-        if request.idempotency_key:
-            label = transform.idempotency_label(request.idempotency_key)
-            if (earlier := await self._created_with(label)) is not None:
-                return earlier
-            labels = {**(body.labels or {}), transform.IDEMPOTENCY_LABEL: label}
-            body = msgspec.structs.replace(body, labels=labels)
+        if not request.idempotency_key:
+            return await self._create(body)  # never retried: it could make two jobs
+        label = transform.idempotency_label(request.idempotency_key)
+        labels = {**(body.labels or {}), transform.IDEMPOTENCY_LABEL: label}
+        labelled = msgspec.structs.replace(body, labels=labels)
+
+        async def attempt() -> FineTuningJob:
+            earlier = await self._created_with(label)
+            return earlier if earlier is not None else await self._create(labelled)
+
+        return await with_retries(attempt, idempotent=True, failure_of=retryable_failure)
+
+    async def _create(self, body: wire.TuningJobCreate) -> FineTuningJob:
         raw = await self._call("POST", self.jobs_url, body=body)
         return self._job(_job_decoder.decode(raw))
 
@@ -230,7 +256,8 @@ class VertexProvider(Provider):
     async def cancel_job(self, job_id: str) -> FineTuningJob:
         url = f"{self.jobs_url}/{transform.native_job_id(job_id)}:cancel"
         try:
-            await self._call("POST", url, body={})  # answers {}: fetch the job after it
+            # Answers {}: fetch the job after it. Cancelling twice is cancelling once.
+            await self._call("POST", url, body={}, idempotent=True)
         except NotFound:
             raise NotFound(f"No fine-tuning job found with id '{job_id}'") from None
         return await self.retrieve_job(job_id)
