@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.config import Config
 from gateway.handlers import files, jobs
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import (
     add_request_id,
     auth_middleware,
@@ -20,13 +21,17 @@ from gateway.pool import ProviderPool
 from gateway.registry import Registry
 
 
-def make_app(config: Config, registry: Registry | None = None) -> web.Application:
+def make_app(
+    config: Config, registry: Registry | None = None, *, worker: int = 0
+) -> web.Application:
     app = web.Application(middlewares=[context_middleware, error_middleware, auth_middleware])
     app[keys.CONFIG] = config
     app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
+    app[keys.METRICS] = Metrics(worker)
     app.cleanup_ctx.append(_upstream_session)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
     jobs.add_routes(app)
     files.add_routes(app)
     return app
@@ -49,3 +54,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[keys.METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE}
+    )

@@ -35,6 +35,7 @@ import msgspec
 
 from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
+from gateway.metrics import note_staged
 from gateway.streams import rechunk
 from gateway_bedrock.aws import ClientError
 from gateway_bedrock.formats import LineFormat
@@ -191,6 +192,7 @@ async def write_multipart(
         answer = await client.upload_part(
             Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
         )
+        note_staged(len(body))
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     in_flight: set[asyncio.Task[dict[str, Any]]] = set()

@@ -28,6 +28,7 @@ from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
 from gateway.errors import GatewayError, NotFound, UpstreamError
+from gateway.metrics import note_staged
 from gateway.provider import Download
 from gateway.upstream import mapped_errors, request, send
 from gateway_vertex import wire
@@ -210,6 +211,7 @@ class ResumableUpload:
         async with self._put(piece, f"bytes {span}/{total}") as response:
             await self.gcs.raise_for_status(response, 200, 201)
             self.result = _object_decoder.decode(await response.read())
+        note_staged(len(piece))
         self._sent = total
         return self.result
 
@@ -262,6 +264,7 @@ class ResumableUpload:
                 await self.gcs.raise_for_status(response, 308)
                 persisted = _persisted(response.headers.get("Range"))
             if persisted >= start + len(piece):
+                note_staged(len(piece))
                 return
             if persisted < start:  # earlier chunks lost: nothing to resend them from
                 break
