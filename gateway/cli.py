@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import gc
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -26,6 +29,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="TOML config file (default: built-in defaults)")
     serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8787)")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="processes sharing the port, each a full gateway (default: 1; about one per core)",
+    )
 
     check = commands.add_parser("check-config", help="check a config file, listing every problem")
     check.add_argument("path")
@@ -34,13 +43,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config, args.host, args.port)
+        return _serve(args.config, args.host, args.port, args.workers)
     if args.command == "check-config":
         return _check_config(args.path)
     return _plugins()
 
 
-def _serve(config_path: str | None, host: str | None, port: int | None) -> int:
+def _serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = Registry.discover()
     for broken in registry.broken:
@@ -60,16 +69,52 @@ def _serve(config_path: str | None, host: str | None, port: int | None) -> int:
 
     listen_host = host or config.server.host
     listen_port = port if port is not None else config.server.port
-    app = make_app(config, registry)
     log.info(
-        "finetune-gateway %s on http://%s:%d (providers: %s)",
+        "finetune-gateway %s on http://%s:%d (providers: %s; workers: %d)",
         __version__,
         listen_host,
         listen_port,
         ", ".join(registry.names()) or "none",
+        workers,
     )
-    web.run_app(app, host=listen_host, port=listen_port, print=None, access_log=None)
-    return 0
+    if workers == 1:
+        web.run_app(
+            make_app(config, registry),
+            host=listen_host,
+            port=listen_port,
+            print=None,
+            access_log=None,
+            loop=new_event_loop(),
+        )
+        return 0
+
+    from gateway.workers import serve_workers
+
+    # What is loaded now lives as long as the process: kept out of the collector's
+    # scans, and out of the pages those scans would touch, so forked workers share them.
+    gc.freeze()
+
+    def serve_one(sock: socket.socket, index: int) -> None:
+        app = make_app(config, registry, worker=index)
+        web.run_app(app, sock=sock, print=None, access_log=None, loop=new_event_loop())
+
+    return serve_workers(listen_host, listen_port, workers, serve_one)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (the ``fast`` extra), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
 
 
 def _check_config(path: str) -> int:
