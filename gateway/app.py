@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.config import Config
 from gateway.handlers import files, jobs
+from gateway.http1 import Http1Pool
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import (
     add_request_id,
@@ -38,10 +39,14 @@ def make_app(
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
-    """One pooled, keep-alive client session for every upstream call, closed on shutdown."""
+    """Keep-alive connections to the upstreams, closed on shutdown: aiohttp's session for
+    streamed calls and SDKs, and the lean pool for JSON calls (``gateway.http1``)."""
     upstream = app[keys.CONFIG].upstream
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
+    )
+    app[keys.HTTP1] = Http1Pool(
+        connect_timeout=upstream.connect_timeout, read_timeout=upstream.read_timeout
     )
     async with aiohttp.ClientSession(timeout=timeout) as http:
         app[keys.HTTP] = http
@@ -50,6 +55,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await app[keys.POOL].close()
+            app[keys.HTTP1].close()
 
 
 async def health(request: web.Request) -> web.Response:

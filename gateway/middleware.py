@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
+from secrets import token_hex
 
 import msgspec
 from aiohttp import web
@@ -28,7 +28,7 @@ from gateway.errors import (
     error_for_status,
 )
 from gateway.routing import authenticate
-from gateway.upstream import collect_upstream_request_ids
+from gateway.upstream import collect_upstream_request_ids, use_pool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -42,9 +42,11 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
+    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{token_hex(16)}"
     request[keys.REQUEST_ID] = request_id
     request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
+    if (http1 := request.app.get(keys.HTTP1)) is not None:
+        use_pool(http1)
     counts = request.app[keys.METRICS]
     metrics.track(counts, request)
     counts.in_flight += 1

@@ -19,11 +19,13 @@ import aiohttp
 import msgspec
 
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     UpstreamError,
     UpstreamTimeout,
     error_for_status,
 )
+from gateway.http1 import Answer, ConnectFailed, Http1Pool
 
 # How much of an error body is read: enough for any message, bounded against a flood.
 _ERROR_BODY_LIMIT = 64 * 1024
@@ -54,7 +56,21 @@ def note_upstream_request_id(value: str | None) -> None:
         ids.append(value)
 
 
-def _note_response(response: aiohttp.ClientResponse) -> None:
+# The app's keep-alive pool for JSON calls (``gateway.http1``), set per request by the
+# middleware like the list above; outside a request, calls go through aiohttp.
+_http1_pool: ContextVar[Http1Pool | None] = ContextVar("http1_pool", default=None)
+
+# What a provider's ``check`` is given: aiohttp's response for streamed calls, the lean
+# client's whole answer for JSON calls. Both have ``status``, ``reason`` and ``headers``.
+UpstreamResponse = aiohttp.ClientResponse | Answer
+
+
+def use_pool(pool: Http1Pool) -> None:
+    """Send the current request's JSON calls through ``pool``."""
+    _http1_pool.set(pool)
+
+
+def _note_response(response: UpstreamResponse) -> None:
     for header in UPSTREAM_REQUEST_ID_HEADERS:
         if value := response.headers.get(header):
             note_upstream_request_id(value)
@@ -115,7 +131,7 @@ def upstream_error(
 
 
 async def raise_for_openai_status(
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     *,
     provider: str,
     caller_credentials: bool,
@@ -129,7 +145,10 @@ async def raise_for_openai_status(
     """
     if response.status < 400:
         return
-    raw = await response.content.read(_ERROR_BODY_LIMIT)
+    if isinstance(response, Answer):
+        raw = response.body[:_ERROR_BODY_LIMIT]
+    else:
+        raw = await response.content.read(_ERROR_BODY_LIMIT)
     message, param, code = (parse or _parse_openai_error)(raw, response.reason or "")
     raise upstream_error(
         provider=provider,
@@ -167,12 +186,12 @@ def mapped_errors(provider: str) -> Iterator[None]:
         raise UpstreamTimeout(
             f"{provider} did not answer in time", code="upstream_timeout"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
         raise UpstreamError(
             f"Could not connect to {provider} at {exc.host}:{exc.port}",
             code="upstream_unreachable",
         ) from None
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError) as exc:  # OSError: the lean client's failures
         raise UpstreamError(
             f"Connection to {provider} failed: {type(exc).__name__}",
             code="upstream_connection_error",
@@ -206,7 +225,7 @@ async def call_json(
     url: str,
     *,
     provider: str,
-    check: Callable[[aiohttp.ClientResponse], Awaitable[None]],
+    check: Callable[[UpstreamResponse], Awaitable[None]],
     headers: Mapping[str, str],
     params: Mapping[str, str] | None = None,
     body: Any = None,
@@ -222,6 +241,16 @@ async def call_json(
     if body is not None:
         data = msgspec.json.encode(body)
         sent["Content-Type"] = "application/json"
+    pool = _http1_pool.get()
+    if pool is not None and not isinstance(data, aiohttp.MultipartWriter):
+        with mapped_errors(provider):
+            try:
+                answer = await pool.request(method, url, headers=sent, params=params, body=data)
+            except ValueError as exc:  # a header or URL that cannot be sent as it is
+                raise BadRequest(f"Cannot call {provider}: {exc}", code="invalid_value") from None
+        _note_response(answer)
+        await check(answer)
+        return _checked_json(answer.body, answer.status, provider)
     async with request(
         http, method, url, provider=provider, params=params, data=data, headers=sent
     ) as response:
@@ -231,12 +260,15 @@ async def call_json(
 
 async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.Raw:
     """The upstream's JSON body as it came, checked to be JSON (never forwarded blindly)."""
-    body = await response.read()
+    return _checked_json(await response.read(), response.status, provider)
+
+
+def _checked_json(body: bytes, status: int, provider: str) -> msgspec.Raw:
     try:
         msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise UpstreamError(
-            f"{provider} answered {response.status} with a body that is not JSON",
+            f"{provider} answered {status} with a body that is not JSON",
             code="upstream_bad_response",
         ) from None
     return msgspec.Raw(body)
