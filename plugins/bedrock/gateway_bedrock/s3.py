@@ -43,8 +43,11 @@ from gateway_bedrock.formats import LineFormat
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-PART_SIZE = 8 * MiB  # x 10,000 parts (S3's limit) = 78 GiB, beyond any upload limit
-PARTS_IN_FLIGHT = 3
+# S3's smallest part, two in flight while the next fills: peak memory is what a 1 GB
+# upload measured to need to keep pace with the store (docs/benchmarks.md). Times S3's
+# 10,000 parts that is 48 GiB, well past the default upload limit of 8 GiB.
+PART_SIZE = 5 * MiB
+PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1 * MiB
 FILE_ID_PREFIX = "file-"
 _STEM = re.compile(r"\d{13}[0-9a-f]{16}")

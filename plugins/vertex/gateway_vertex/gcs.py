@@ -181,31 +181,43 @@ class ResumableUpload:
         self.content_type = content_type
         self.chunk_bytes = CHUNK_BYTES
         self.result: wire.GcsObject | None = None
-        self._buffer = bytearray()
+        # What came since the last chunk, kept as it came and joined once per chunk:
+        # appending to one growing buffer copied all of it again at every reallocation.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._sent = 0  # bytes handed to GCS so far (in flight included)
         self._session: str | None = None
         self._in_flight: asyncio.Task[None] | None = None
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= self.chunk_bytes:
-            with memoryview(self._buffer) as view:  # one copy of the chunk, not two
-                piece = bytes(view[: self.chunk_bytes])
-            del self._buffer[: self.chunk_bytes]
-            await self._wait()
-            if self._session is None:
-                self._session = await self._open()
-            start, self._sent = self._sent, self._sent + len(piece)
-            self._in_flight = asyncio.create_task(self._put_chunk(piece, start))
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size < self.chunk_bytes:
+            return
+        joined = memoryview(b"".join(self._pending))
+        whole = len(joined) - len(joined) % self.chunk_bytes
+        rest = joined[whole:]
+        self._pending, self._pending_size = ([bytes(rest)], len(rest)) if rest else ([], 0)
+        for start in range(0, whole, self.chunk_bytes):
+            await self._send_chunk(joined[start : start + self.chunk_bytes])
+
+    async def _send_chunk(self, piece: memoryview) -> None:
+        """Start sending one full chunk, once the one before it has been sent."""
+        await self._wait()
+        if self._session is None:
+            self._session = await self._open()
+        start, self._sent = self._sent, self._sent + len(piece)
+        self._in_flight = asyncio.create_task(self._put_chunk(piece, start))
 
     async def finish(self) -> wire.GcsObject | None:
         """Send the rest and finalize; None if nothing was ever written (no object made)."""
         await self._wait()
-        if self._session is None and not self._buffer:
+        if self._session is None and not self._pending_size:
             return None
         if self._session is None:
             self._session = await self._open()
-        piece, self._buffer = bytes(self._buffer), bytearray()
+        piece = b"".join(self._pending)
+        self._pending, self._pending_size = [], 0
         total = self._sent + len(piece)
         span = f"{self._sent}-{total - 1}" if piece else "*"
         async with self._put(piece, f"bytes {span}/{total}") as response:
@@ -221,7 +233,7 @@ class ResumableUpload:
             self._in_flight.cancel()
             await asyncio.gather(self._in_flight, return_exceptions=True)
             self._in_flight = None
-        self._buffer = bytearray()
+        self._pending, self._pending_size = [], 0
         if self.result is not None:
             await self.gcs.delete(self.name, missing_ok=True)
         elif self._session is not None:
@@ -255,7 +267,7 @@ class ResumableUpload:
             )
         return location
 
-    async def _put_chunk(self, piece: bytes, start: int) -> None:
+    async def _put_chunk(self, piece: memoryview, start: int) -> None:
         """One non-final chunk; GCS answers 308 with the range it has persisted."""
         offset = 0
         for _ in range(3):  # GCS may keep less than it was sent: send the rest again
@@ -275,7 +287,9 @@ class ResumableUpload:
         )
 
     @asynccontextmanager
-    async def _put(self, data: bytes, content_range: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _put(
+        self, data: bytes | memoryview, content_range: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         headers = await self.gcs.headers()
         headers["Content-Range"] = content_range
         assert self._session is not None  # opened before any PUT
