@@ -14,10 +14,9 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from gateway.errors import (
     BadRequest,
@@ -28,6 +27,9 @@ from gateway.errors import (
 )
 from gateway.provider import ProviderSettings
 from gateway.upstream import redact, upstream_error
+
+if TYPE_CHECKING:  # botocore takes tens of milliseconds to import: on first use only
+    from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 # Object keys handed to Bedrock must match its S3Uri pattern, so the prefix may only hold
 # these characters.
@@ -135,7 +137,11 @@ class Clients:
         await self._stack.aclose()
 
 
-ClientError: type[Exception] = boto.ClientError
+def client_error() -> type[Exception]:
+    """botocore's ClientError, imported on first use like the rest of the SDK."""
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+    return ClientError  # type: ignore[no-any-return]
 
 
 def missing_credentials() -> Unauthorized:
@@ -213,6 +219,8 @@ def map_client_error(
 @contextlib.contextmanager
 def aws_errors(service: str, *, caller_credentials: bool, secrets: Any) -> Iterator[None]:
     """botocore's failures, raised inside the block, as the gateway's errors."""
+    from botocore import exceptions as boto
+
     try:
         yield
     except boto.ClientError as exc:

@@ -37,7 +37,7 @@ from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
 from gateway.metrics import note_staged
 from gateway.streams import rechunk
-from gateway_bedrock.aws import ClientError
+from gateway_bedrock.aws import client_error
 from gateway_bedrock.formats import LineFormat
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ async def read_chunks(body: Any, chunk_size: int = READ_CHUNK) -> AsyncIterator[
 async def exists(client: Any, bucket: str, key: str) -> bool:
     try:
         await client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
+    except client_error() as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") in (
             "404",
             "NoSuchKey",
@@ -298,4 +298,4 @@ async def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
         if refused:
             first = refused[0]
             error = {"Code": first.get("Code", ""), "Message": first.get("Message", "")}
-            raise ClientError({"Error": error}, "DeleteObjects")
+            raise client_error()({"Error": error}, "DeleteObjects")
