@@ -45,9 +45,10 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{token_hex(16)}"
     request[keys.REQUEST_ID] = request_id
     request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
-    if (http1 := request.app.get(keys.HTTP1)) is not None:
+    app = request.app
+    if (http1 := app.get(keys.HTTP1)) is not None:
         use_pool(http1)
-    counts = request.app[keys.METRICS]
+    counts = app[keys.METRICS]
     metrics.track(counts, request)
     counts.in_flight += 1
     status = 500
@@ -66,7 +67,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
             seconds=seconds,
             upstream_seconds=request.get(keys.UPSTREAM_SECONDS),
         )
-        if request.app[keys.CONFIG].server.access_log:
+        if app[keys.CONFIG].server.access_log:
             _log_access(request, status, seconds)
 
 
