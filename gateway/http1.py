@@ -31,6 +31,7 @@ from gateway import __version__
 
 _USER_AGENT = f"finetune-gateway/{__version__}"
 _MAX_HEAD = 64 * 1024
+_MAX_PER_HOST = 100
 _MAX_IDLE_PER_HOST = 64
 _RETRYABLE = frozenset({"GET", "HEAD", "DELETE", "PUT", "OPTIONS"})
 _FORBIDDEN_IN_HEADERS = ("\r", "\n", "\0")
@@ -252,6 +253,9 @@ class Http1Pool:
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
         self._open: set[_Connection] = set()
         self._tls: ssl.SSLContext | None = None
+        # Calls in flight per upstream, as aiohttp's connector bounds them: a burst of
+        # requests waits for a connection instead of opening hundreds at a provider.
+        self._slots: dict[tuple[str, str, int], asyncio.Semaphore] = {}
 
     async def request(
         self,
@@ -271,16 +275,20 @@ class Http1Pool:
         key = (target.scheme, target.raw_host, port)
         message = _request_bytes(method, target, headers, body)
         head = method == "HEAD"
-        connection = self._take_idle(key)
-        if connection is not None:
-            try:
-                return await self._exchange(key, connection, message, head)
-            except (ConnectionResetError, BrokenPipeError):
-                # A kept-alive connection the upstream closed as it was reused: safe to
-                # send again where the method may be repeated.
-                if method not in _RETRYABLE:
-                    raise
-        return await self._exchange(key, await self._connect(key), message, head)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(_MAX_PER_HOST)
+        async with slots:
+            connection = self._take_idle(key)
+            if connection is not None:
+                try:
+                    return await self._exchange(key, connection, message, head)
+                except (ConnectionResetError, BrokenPipeError):
+                    # A kept-alive connection the upstream closed as it was reused: safe
+                    # to send again where the method may be repeated.
+                    if method not in _RETRYABLE:
+                        raise
+            return await self._exchange(key, await self._connect(key), message, head)
 
     async def _exchange(
         self, key: tuple[str, str, int], connection: _Connection, message: bytes, head: bool

@@ -186,3 +186,19 @@ async def test_http1_reports_unreachable_and_garbled_upstreams(
     with pytest.raises(ProtocolError):
         await pool.request("GET", server.url + "/x", headers={})
     pool.close()
+
+
+async def test_http1_bounds_connections_per_upstream(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    async def reply(head: bytes) -> bytes:
+        await asyncio.sleep(0.05)
+        return _ok(b"{}")
+
+    server = await serve(reply)
+    pool = _pool()
+    calls = [pool.request("GET", server.url + "/x", headers={}) for _ in range(150)]
+    answers = await asyncio.gather(*calls)
+    assert all(answer.status == 200 for answer in answers)
+    assert server.connections == 100  # the rest waited for one and reused it
+    pool.close()
