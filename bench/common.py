@@ -173,7 +173,7 @@ def machine() -> dict[str, str]:
         "Python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "event loop": loop,
-        "nginx": _version(["nginx", "-v"]),
+        "nginx": _version(["nginx", "-v"]).removeprefix("nginx version: "),
         "wrk": _version(["wrk", "-v"]).split(" [")[0],
     }
 

@@ -180,11 +180,12 @@ def bedrock_moto(data: Path, workdir: Path) -> Upload:
 
 def vertex(store: str, data: Path, workdir: Path) -> Upload:
     make_store = stores.fake_gcs if store == "fake-gcs-server" else stores.sink
+    where = store if store == "fake-gcs-server" else "the protocol sink"
     with stores.fake_google(workdir) as key_file, make_store() as gcs_url:
         key = stores.vertex_key(gcs_url, key_file)
         with _gateway(workdir, key) as (url, pid):
             return _measure(
-                f"GCS on {store} (Vertex)", url, pid, data,
+                f"GCS on {where} (Vertex)", url, pid, data,
                 note="one pass: checks, converts to Gemini's format, writes both copies",
             )  # fmt: skip
 
