@@ -39,6 +39,7 @@ SERVICE = "Cloud Storage"
 GRANULE = 256 * 1024
 CHUNK_BYTES = 32 * GRANULE  # 8 MiB: Google's suggested minimum for throughput
 _ERROR_BODY_LIMIT = 64 * 1024
+_SEND_SLICE = 256 * 1024
 _object_decoder = msgspec.json.Decoder(wire.GcsObject)
 
 
@@ -292,12 +293,21 @@ class ResumableUpload:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         headers = await self.gcs.headers()
         headers["Content-Range"] = content_range
+        headers["Content-Length"] = str(len(data))
         assert self._session is not None  # opened before any PUT
         async with request(
-            self.gcs.http, "PUT", self._session, provider=SERVICE, data=data,
+            self.gcs.http, "PUT", self._session, provider=SERVICE, data=_slices(data),
             headers=headers, allow_redirects=False,
         ) as response:  # fmt: skip
             yield response
+
+
+async def _slices(data: bytes | memoryview) -> AsyncIterator[memoryview]:
+    """A chunk's bytes in pieces, each sent before the next: handed over whole, the
+    connection would copy what the socket cannot take at once, up to a chunk per upload."""
+    view = memoryview(data)
+    for start in range(0, len(view), _SEND_SLICE):
+        yield view[start : start + _SEND_SLICE]
 
 
 def _persisted(range_header: str | None) -> int:
