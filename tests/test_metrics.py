@@ -87,11 +87,11 @@ def test_metrics_in_flight_rises_during_a_slow_request(stack: Stack) -> None:
     in_flight = "finetune_gateway_requests_in_flight"
     _, idle = scrape(_root(stack))
     assert value(idle, in_flight) == 1  # the scrape itself
-    stack.upstream.stall_next(1.5)
+    stack.upstream.stall_next(3.0)
     slow = threading.Thread(target=lambda: stack.client().fine_tuning.jobs.list())
     slow.start()
     try:
-        deadline = time.monotonic() + 1.2
+        deadline = time.monotonic() + 2.5
         seen = 1.0
         while seen < 2 and time.monotonic() < deadline:
             seen = value(scrape(_root(stack))[1], in_flight)
