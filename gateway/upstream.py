@@ -265,10 +265,10 @@ async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.
 
 def _checked_json(body: bytes, status: int, provider: str) -> msgspec.Raw:
     try:
-        msgspec.json.decode(body)
+        # Decoding into Raw checks the whole document without building its objects.
+        return msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError:
         raise UpstreamError(
             f"{provider} answered {status} with a body that is not JSON",
             code="upstream_bad_response",
         ) from None
-    return msgspec.Raw(body)
