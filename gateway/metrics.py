@@ -199,6 +199,15 @@ def note_staged(size: int) -> None:
         metrics.add_staged(request.get(keys.PROVIDER, NO_PROVIDER), size)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_of(request: web.Request) -> str:
+    """The method, or "other": HTTP lets a client make up methods, and each would be a
+    new series."""
+    return request.method if request.method in _METHODS else "other"
+
+
 def route_of(request: web.Request) -> str:
     """The route's template, never the raw path: ids stay out of labels."""
     resource = request.match_info.route.resource

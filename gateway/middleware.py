@@ -61,7 +61,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
         counts.in_flight -= 1
         counts.observe_request(
             route=metrics.route_of(request),
-            method=request.method,
+            method=metrics.method_of(request),
             provider=request.get(keys.PROVIDER, metrics.NO_PROVIDER),
             status=status,
             seconds=seconds,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import openai
 
@@ -50,9 +52,16 @@ def test_metrics_unknown_paths_share_one_label(stack: Stack) -> None:
     for path in ("/nope/1", "/nope/2", "/v1/secret-looking-path"):
         with contextlib.suppress(openai.NotFoundError):
             stack.client().get(path, cast_to=object)
+    for method in ("PROPFIND", "MKCOL", "LOCK"):  # methods nobody routes: one label
+        request = urllib.request.Request(f"{_root(stack)}/v1/files", method=method)
+        with contextlib.suppress(urllib.error.HTTPError):
+            urllib.request.urlopen(request, timeout=5).close()
     text, samples = scrape(_root(stack))
     assert "nope" not in text and "secret-looking-path" not in text
-    assert value(samples, "finetune_gateway_requests_total", route="(unmatched)") == 3
+    counted = "finetune_gateway_requests_total"
+    assert value(samples, counted, route="(unmatched)", method="GET") == 3
+    assert "PROPFIND" not in text and "MKCOL" not in text and "LOCK" not in text
+    assert value(samples, counted, route="(unmatched)", method="other") == 3
 
 
 def test_metrics_histograms_are_cumulative_and_agree_with_counts(stack: Stack) -> None:
