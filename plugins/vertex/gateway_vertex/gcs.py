@@ -182,33 +182,30 @@ class ResumableUpload:
         self.content_type = content_type
         self.chunk_bytes = CHUNK_BYTES
         self.result: wire.GcsObject | None = None
-        # What came since the last chunk, kept as it came and joined once per chunk:
-        # appending to one growing buffer copied all of it again at every reallocation.
-        self._pending: list[bytes] = []
+        # What came since the last chunk, kept as the pieces it came in: a chunk is sent
+        # as its pieces, never joined into one block (a copy of every byte, and blocks of
+        # several MiB that the allocator keeps after they are freed).
+        self._pending: list[memoryview] = []
         self._pending_size = 0
         self._sent = 0  # bytes handed to GCS so far (in flight included)
         self._session: str | None = None
         self._in_flight: asyncio.Task[None] | None = None
 
     async def write(self, data: bytes) -> None:
-        self._pending.append(data)
+        self._pending.append(memoryview(data))
         self._pending_size += len(data)
-        if self._pending_size < self.chunk_bytes:
-            return
-        joined = memoryview(b"".join(self._pending))
-        whole = len(joined) - len(joined) % self.chunk_bytes
-        rest = joined[whole:]
-        self._pending, self._pending_size = ([bytes(rest)], len(rest)) if rest else ([], 0)
-        for start in range(0, whole, self.chunk_bytes):
-            await self._send_chunk(joined[start : start + self.chunk_bytes])
+        while self._pending_size >= self.chunk_bytes:
+            chunk, self._pending = _split(self._pending, self.chunk_bytes)
+            self._pending_size -= self.chunk_bytes
+            await self._send_chunk(chunk)
 
-    async def _send_chunk(self, piece: memoryview) -> None:
+    async def _send_chunk(self, chunk: list[memoryview]) -> None:
         """Start sending one full chunk, once the one before it has been sent."""
         await self._wait()
         if self._session is None:
             self._session = await self._open()
-        start, self._sent = self._sent, self._sent + len(piece)
-        self._in_flight = asyncio.create_task(self._put_chunk(piece, start))
+        start, self._sent = self._sent, self._sent + self.chunk_bytes
+        self._in_flight = asyncio.create_task(self._put_chunk(chunk, start))
 
     async def finish(self) -> wire.GcsObject | None:
         """Send the rest and finalize; None if nothing was ever written (no object made)."""
@@ -217,14 +214,14 @@ class ResumableUpload:
             return None
         if self._session is None:
             self._session = await self._open()
-        piece = b"".join(self._pending)
+        last, size = self._pending, self._pending_size
         self._pending, self._pending_size = [], 0
-        total = self._sent + len(piece)
-        span = f"{self._sent}-{total - 1}" if piece else "*"
-        async with self._put(piece, f"bytes {span}/{total}") as response:
+        total = self._sent + size
+        span = f"{self._sent}-{total - 1}" if size else "*"
+        async with self._put(last, f"bytes {span}/{total}") as response:
             await self.gcs.raise_for_status(response, 200, 201)
             self.result = _object_decoder.decode(await response.read())
-        note_staged(len(piece))
+        note_staged(size)
         self._sent = total
         return self.result
 
@@ -268,16 +265,17 @@ class ResumableUpload:
             )
         return location
 
-    async def _put_chunk(self, piece: memoryview, start: int) -> None:
+    async def _put_chunk(self, chunk: list[memoryview], start: int) -> None:
         """One non-final chunk; GCS answers 308 with the range it has persisted."""
+        size = sum(len(piece) for piece in chunk)
         offset = 0
         for _ in range(3):  # GCS may keep less than it was sent: send the rest again
-            span = f"bytes {start + offset}-{start + len(piece) - 1}/*"
-            async with self._put(piece[offset:], span) as response:
+            span = f"bytes {start + offset}-{start + size - 1}/*"
+            async with self._put(_split(chunk, offset)[1], span) as response:
                 await self.gcs.raise_for_status(response, 308)
                 persisted = _persisted(response.headers.get("Range"))
-            if persisted >= start + len(piece):
-                note_staged(len(piece))
+            if persisted >= start + size:
+                note_staged(size)
                 return
             if persisted < start:  # earlier chunks lost: nothing to resend them from
                 break
@@ -289,25 +287,39 @@ class ResumableUpload:
 
     @asynccontextmanager
     async def _put(
-        self, data: bytes | memoryview, content_range: str
+        self, pieces: list[memoryview], content_range: str
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         headers = await self.gcs.headers()
         headers["Content-Range"] = content_range
-        headers["Content-Length"] = str(len(data))
+        headers["Content-Length"] = str(sum(len(piece) for piece in pieces))
         assert self._session is not None  # opened before any PUT
         async with request(
-            self.gcs.http, "PUT", self._session, provider=SERVICE, data=_slices(data),
+            self.gcs.http, "PUT", self._session, provider=SERVICE, data=_slices(pieces),
             headers=headers, allow_redirects=False,
         ) as response:  # fmt: skip
             yield response
 
 
-async def _slices(data: bytes | memoryview) -> AsyncIterator[memoryview]:
-    """A chunk's bytes in pieces, each sent before the next: handed over whole, the
-    connection would copy what the socket cannot take at once, up to a chunk per upload."""
-    view = memoryview(data)
-    for start in range(0, len(view), _SEND_SLICE):
-        yield view[start : start + _SEND_SLICE]
+async def _slices(pieces: list[memoryview]) -> AsyncIterator[memoryview]:
+    """A chunk's pieces, each sent before the next: handed over whole, the connection
+    would copy what the socket cannot take at once, up to a chunk per upload."""
+    for piece in pieces:
+        for start in range(0, len(piece), _SEND_SLICE):
+            yield piece[start : start + _SEND_SLICE]
+
+
+def _split(pieces: list[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
+    """The first ``at`` bytes of ``pieces`` and the rest, as views: nothing is copied."""
+    head: list[memoryview] = []
+    for index, piece in enumerate(pieces):
+        if at <= 0:
+            return head, pieces[index:]
+        if len(piece) > at:
+            head.append(piece[:at])
+            return head, [piece[at:], *pieces[index + 1 :]]
+        head.append(piece)
+        at -= len(piece)
+    return head, []
 
 
 def _persisted(range_header: str | None) -> int:
