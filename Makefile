@@ -1,6 +1,8 @@
 # Two entry points, both self-contained on a fresh machine with python3 (3.11+):
 #   make run   - install into .venv and serve on config.example.toml (127.0.0.1:8787)
 #   make test  - install with test tools, then lint, type-check and run every test
+#   make bench - install nginx-light and wrk (apt) and the bench extra, then run the
+#                benchmark suite, which writes docs/benchmarks.md (BENCH_ARGS=--quick)
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
@@ -9,7 +11,7 @@ EDITABLE := -e . $(foreach p,$(PLUGINS),-e $(dir $(p)))
 # Each plugin may declare a `test` extra (moto for bedrock, fake-gcs-server for vertex).
 EDITABLE_TEST := -e '.[test]' $(foreach p,$(PLUGINS),-e '$(dir $(p))[test]')
 
-.PHONY: run test lint install install-test clean
+.PHONY: run test lint install install-test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +23,13 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(PLUGINS)
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install -q $(EDITABLE_TEST)
+	touch $@
+
+# The suite's load generator and near-free upstream come from Debian's packages.
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	command -v nginx >/dev/null && command -v wrk >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx-light wrk)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,6 +45,9 @@ lint: $(VENV)/.installed-test
 
 test: lint
 	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-bench
+	PATH="$$PATH:/usr/sbin" $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info plugins/*/*.egg-info

@@ -11,6 +11,7 @@ from gateway import keys, log_redaction, openapi
 from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
+from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import (
     add_request_id,
     auth_middleware,
@@ -23,15 +24,19 @@ from gateway.resolver import GuardedResolver
 from gateway.upstream import without_silent_retries
 
 
-def make_app(config: Config, registry: Registry | None = None) -> web.Application:
+def make_app(
+    config: Config, registry: Registry | None = None, *, worker: int = 0
+) -> web.Application:
     app = web.Application(middlewares=[context_middleware, error_middleware, auth_middleware])
     log_redaction.install()  # libraries' DEBUG lines carry credentials: masked
     app[keys.CONFIG] = config
     app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
+    app[keys.METRICS] = Metrics(worker)
     app.cleanup_ctx.append(_upstream_session)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/health", health)
     app.router.add_get(openapi.PATH, openapi.serve)
+    app.router.add_get("/metrics", metrics)
     jobs.add_routes(app)
     files.add_routes(app)
     return app
@@ -59,3 +64,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[keys.METRICS].render().encode(), headers={"Content-Type": CONTENT_TYPE}
+    )

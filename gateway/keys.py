@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import aiohttp
 from aiohttp import web
 
@@ -9,10 +11,14 @@ from gateway.config import Config, GatewayKey
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
 
+if TYPE_CHECKING:  # gateway.metrics reads the request keys below
+    from gateway.metrics import Metrics
+
 CONFIG = web.AppKey("config", Config)
 REGISTRY = web.AppKey("registry", Registry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", ProviderPool)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Per-request values, set as the request goes through the middlewares and handlers and
 # read by the access log.

@@ -1,7 +1,7 @@
 """The middlewares every request goes through, outermost first.
 
 1. ``context_middleware``: a request id (kept from a sane ``x-request-id``, else new),
-   echoed on every response, and one access-log line per request.
+   echoed on every response, one access-log line per request, and its metrics.
 2. ``error_middleware``: the one place errors are rendered, in OpenAI's envelope.
    Unknown exceptions become a 500 that names the request id, never a stack trace.
 3. ``auth_middleware``: the gateway key, for everything under ``/v1``.
@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
+from secrets import token_hex
 
 import msgspec
 from aiohttp import web
 
-from gateway import keys
+from gateway import keys, metrics
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -43,18 +43,32 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 async def context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     incoming = request.headers.get("x-request-id", "")
-    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
+    request_id = incoming if _SANE_REQUEST_ID.fullmatch(incoming) else f"req_{token_hex(16)}"
     request[keys.REQUEST_ID] = request_id
     request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
     request[keys.UPSTREAM_ATTEMPTS] = collect_attempts()
+    app = request.app
+    counts = app[keys.METRICS]
+    metrics.track(counts, request)
+    counts.in_flight += 1
     status = 500
     try:
         response = await handler(request)
         status = response.status
         return response
     finally:
-        if request.app[keys.CONFIG].server.access_log:
-            _log_access(request, status, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        counts.in_flight -= 1
+        counts.observe_request(
+            route=metrics.route_of(request),
+            method=metrics.method_of(request),
+            provider=request.get(keys.PROVIDER, metrics.NO_PROVIDER),
+            status=status,
+            seconds=seconds,
+            upstream_seconds=request.get(keys.UPSTREAM_SECONDS),
+        )
+        if app[keys.CONFIG].server.access_log:
+            _log_access(request, status, seconds)
 
 
 def _log_access(request: web.Request, status: int, seconds: float) -> None:

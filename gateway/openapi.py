@@ -38,7 +38,7 @@ PATH = "/openapi.json"
 
 Body = Literal["job", "upload"] | None
 # What a 200 answer holds: a Struct's JSON (the Struct, or Page[Struct]), or one of these.
-_MARKERS = ("bytes", "health", "openapi")
+_MARKERS = ("bytes", "health", "metrics", "openapi")
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,9 @@ _PAGE = ("after", "limit")
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/health", "health", "Liveness: 200 while the gateway serves", "health"),
     Operation("GET", PATH, "openapi", "This document", "openapi"),
+    Operation(
+        "GET", "/metrics", "metrics", "This worker process's metrics (Prometheus)", "metrics"
+    ),
     Operation(
         "POST", _JOBS, "createFineTuningJob", "Create a fine-tuning job", FineTuningJob,
         body="job", idempotent_create=True,
@@ -212,6 +215,8 @@ def _answer(answer: Any, schemas: dict[Any, Any]) -> dict[str, Any]:
     elif answer == "health":
         schema = {"type": "object", "properties": {"status": {"const": "ok"}}}
         content = {"application/json": {"schema": schema | {"required": ["status"]}}}
+    elif answer == "metrics":
+        content = {"text/plain": {"schema": {"type": "string"}}}
     elif answer == "openapi":
         content = {"application/json": {"schema": {"type": "object"}}}
     else:

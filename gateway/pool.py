@@ -9,8 +9,6 @@ out from under a request in flight.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import aiohttp
 
@@ -28,24 +26,26 @@ class ProviderPool:
         self._in_use: dict[int, int] = {}
         self._evicted: dict[int, Provider] = {}
 
-    @asynccontextmanager
-    async def use(self, target: Target) -> AsyncIterator[Provider]:
-        provider = self._get(target)
+    def use(self, target: Target) -> _InUse:
+        """``async with pool.use(target) as provider``: the instance, held for the block."""
+        return _InUse(self, self._get(target))
+
+    async def _acquire(self, provider: Provider) -> None:
         self._in_use[id(provider)] = self._in_use.get(id(provider), 0) + 1
-        for idle in [p for i, p in self._evicted.items() if i not in self._in_use]:
-            del self._evicted[id(idle)]
-            await idle.close()
-        try:
-            yield provider
-        finally:
-            left = self._in_use[id(provider)] - 1
-            if left:
-                self._in_use[id(provider)] = left
-            else:
-                del self._in_use[id(provider)]
-                evicted = self._evicted.pop(id(provider), None)
-                if evicted is not None:
-                    await evicted.close()
+        if self._evicted:
+            for idle in [p for i, p in self._evicted.items() if i not in self._in_use]:
+                del self._evicted[id(idle)]
+                await idle.close()
+
+    async def _release(self, provider: Provider) -> None:
+        left = self._in_use[id(provider)] - 1
+        if left:
+            self._in_use[id(provider)] = left
+        else:
+            del self._in_use[id(provider)]
+            evicted = self._evicted.pop(id(provider), None)
+            if evicted is not None:
+                await evicted.close()
 
     def _get(self, target: Target) -> Provider:
         key: _Key = (target.provider, target.settings, target.caller_credentials)
@@ -67,3 +67,21 @@ class ProviderPool:
             await provider.close()
         self._instances.clear()
         self._evicted.clear()
+
+
+class _InUse:
+    """The context manager ``use`` returns: a class, not a generator, as it runs on every
+    request."""
+
+    __slots__ = ("_pool", "_provider")
+
+    def __init__(self, pool: ProviderPool, provider: Provider) -> None:
+        self._pool = pool
+        self._provider = provider
+
+    async def __aenter__(self) -> Provider:
+        await self._pool._acquire(self._provider)
+        return self._provider
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._pool._release(self._provider)

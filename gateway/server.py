@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -156,8 +157,15 @@ class GatewayRunner(web.AppRunner):
         )
 
 
-async def serve(app: web.Application, host: str, port: int) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then shut down gracefully (see ``drain``)."""
+async def serve(
+    app: web.Application,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve ``app`` on ``host:port`` (or a listening ``sock``, as ``--workers`` gives
+    each worker) until SIGTERM or SIGINT, then shut down gracefully (see ``drain``)."""
     runner = GatewayRunner(app)
     await runner.setup()
     signalled = asyncio.Event()
@@ -165,7 +173,8 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     for number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(number, signalled.set)
     try:
-        await web.TCPSite(runner, host, port).start()
+        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port)
+        await site.start()
         await signalled.wait()
         signalled.clear()  # a second signal ends the grace early
         await drain(runner, app[keys.CONFIG].server.shutdown_grace, signalled)

@@ -307,7 +307,8 @@ async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.
     """The upstream's JSON body as it came, checked to be JSON (never forwarded blindly)."""
     body = await response.read()
     try:
-        msgspec.json.decode(body)
+        # Decoding into Raw checks the whole document without building its objects.
+        msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError:
         raise UpstreamError(
             f"{provider} answered {response.status} with a body that is not JSON",

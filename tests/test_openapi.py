@@ -35,7 +35,7 @@ def test_openapi_lists_every_route_the_app_serves_and_no_other(registry: Registr
         (method.upper(), path) for path, item in _documented()["paths"].items() for method in item
     }
     assert served == documented
-    assert len(documented) == 15
+    assert len(documented) == 16
 
 
 def test_openapi_is_a_valid_openapi_3_1_document() -> None:

@@ -138,7 +138,8 @@ def test_loading_every_plugin_imports_no_cloud_sdk() -> None:
         "registry = Registry.discover()\n"
         "for name in ('openai', 'azure-openai', 'bedrock', 'vertex-ai'):\n"
         "    registry.get(name)\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'aiobotocore', 'boto3'})\n"
+        "sdks = {'aiobotocore', 'boto3', 'botocore'}\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & sdks)\n"
         "heavy += sorted(m for m in sys.modules if m.startswith(('gcloud.aio', 'jwt')))\n"
         "print(' '.join(heavy))\n"
     )

@@ -50,12 +50,15 @@ class _UploadBody:
         self.request = request
         self.limit = request.app[keys.CONFIG].limits.max_upload_bytes
         self.received = 0
+        self._metrics = request.app[keys.METRICS]
+        self._provider = request.get(keys.PROVIDER, "")
         # Set when the limit is passed, so the handler reports it whatever the provider
         # made of the interrupted stream.
         self.failure: GatewayError | None = None
 
     def count(self, chunk: bytes) -> None:
         self.received += len(chunk)
+        self._metrics.add_uploaded(self._provider, len(chunk))
         if self.received > self.limit:
             self.failure = PayloadTooLarge(
                 f"File is larger than this gateway's limit of {self.limit} bytes "

@@ -20,10 +20,9 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
-from botocore import exceptions as boto  # type: ignore[import-untyped]
 from multidict import CIMultiDict
 
 from gateway.errors import (
@@ -36,6 +35,9 @@ from gateway.errors import (
 from gateway.provider import ProviderSettings
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 from gateway.upstream import redact, upstream_error, without_silent_retries
+
+if TYPE_CHECKING:  # botocore takes tens of milliseconds to import: on first use only
+    from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 # Object keys handed to Bedrock must match its S3Uri pattern, so the prefix may only hold
 # these characters.
@@ -193,6 +195,8 @@ def _http_session_class() -> type:
 def aws_failure(exc: BaseException) -> Failure | None:
     """A failed AWS call worth retrying: its status (by error code, as below), or a lost
     connection; timeouts are not retried (see ``gateway.retry``)."""
+    from botocore import exceptions as boto
+
     if isinstance(exc, boto.EndpointConnectionError | boto.ConnectionClosedError):
         return Failure(None)  # refused, reset, disconnected (a timeout is neither)
     if not isinstance(exc, boto.ClientError):
@@ -203,7 +207,11 @@ def aws_failure(exc: BaseException) -> Failure | None:
     return Failure(status, retry_after_seconds(CIMultiDict(meta.get("HTTPHeaders") or {})))
 
 
-ClientError: type[Exception] = boto.ClientError
+def client_error() -> type[Exception]:
+    """botocore's ClientError, imported on first use like the rest of the SDK."""
+    from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+    return ClientError  # type: ignore[no-any-return]
 
 
 def missing_credentials() -> Unauthorized:
@@ -281,6 +289,8 @@ def map_client_error(
 @contextlib.contextmanager
 def aws_errors(service: str, *, caller_credentials: bool, secrets: Any) -> Iterator[None]:
     """botocore's failures, raised inside the block, as the gateway's errors."""
+    from botocore import exceptions as boto
+
     try:
         yield
     except boto.ClientError as exc:

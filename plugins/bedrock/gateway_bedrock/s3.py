@@ -35,15 +35,19 @@ import msgspec
 
 from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
+from gateway.metrics import note_staged
 from gateway.streams import rechunk
-from gateway_bedrock.aws import ClientError
+from gateway_bedrock.aws import client_error
 from gateway_bedrock.formats import LineFormat
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-PART_SIZE = 8 * MiB  # x 10,000 parts (S3's limit) = 78 GiB, beyond any upload limit
-PARTS_IN_FLIGHT = 3
+# S3's smallest part, two in flight while the next fills: peak memory is what a 1 GB
+# upload measured to need to keep pace with the store (docs/benchmarks.md). Times S3's
+# 10,000 parts that is 48 GiB, well past the default upload limit of 8 GiB.
+PART_SIZE = 5 * MiB
+PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1 * MiB
 FILE_ID_PREFIX = "file-"
 _STEM = re.compile(r"\d{13}[0-9a-f]{16}")
@@ -191,6 +195,7 @@ async def write_multipart(
         answer = await client.upload_part(
             Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
         )
+        note_staged(len(body))
         return {"PartNumber": number, "ETag": answer["ETag"]}
 
     in_flight: set[asyncio.Task[dict[str, Any]]] = set()
@@ -258,7 +263,7 @@ async def read_chunks(body: Any, chunk_size: int = READ_CHUNK) -> AsyncIterator[
 async def exists(client: Any, bucket: str, key: str) -> bool:
     try:
         await client.head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
+    except client_error() as exc:
         if getattr(exc, "response", {}).get("Error", {}).get("Code") in (
             "404",
             "NoSuchKey",
@@ -293,4 +298,4 @@ async def delete_keys(client: Any, bucket: str, keys: list[str]) -> None:
         if refused:
             first = refused[0]
             error = {"Code": first.get("Code", ""), "Message": first.get("Message", "")}
-            raise ClientError({"Error": error}, "DeleteObjects")
+            raise client_error()({"Error": error}, "DeleteObjects")

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import TRAINING_JSONL
+from tests.support.prometheus import scrape, value
 
 from .conftest import PREFIX, Gateway
 
@@ -163,3 +164,17 @@ async def test_upload_cut_off_mid_stream_leaves_no_upload_or_object(gateway: Gat
     assert gateway.open_multipart_uploads() == []
     assert gateway.keys() == []
     del reader
+
+
+def test_upload_and_conversion_count_staged_bytes(gateway: Gateway) -> None:
+    client = gateway.client()
+    uploaded = client.files.create(file=("train.jsonl", TRAINING_JSONL), purpose="fine-tune")
+    root = gateway.url.removesuffix("/v1")
+    staged = "finetune_gateway_staged_bytes_total"
+    assert value(scrape(root)[1], staged, provider="bedrock") == len(TRAINING_JSONL)
+    assert value(scrape(root)[1], "finetune_gateway_uploaded_bytes_total") == len(TRAINING_JSONL)
+
+    client.fine_tuning.jobs.create(model="amazon.nova-micro-v1:0:128k", training_file=uploaded.id)
+    [converted] = gateway.keys(f"{PREFIX}staged/")
+    expected = len(TRAINING_JSONL) + len(gateway.read(converted))
+    assert value(scrape(root)[1], staged, provider="bedrock") == expected

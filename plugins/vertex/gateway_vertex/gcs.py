@@ -34,6 +34,7 @@ from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
 from gateway.errors import GatewayError, NotFound, UpstreamError
+from gateway.metrics import note_staged
 from gateway.provider import Download
 from gateway.retry import Failure, retry_after_seconds, with_retries
 from gateway.upstream import connection_failure, mapped_errors, request, send
@@ -45,6 +46,7 @@ SERVICE = "Cloud Storage"
 GRANULE = 256 * 1024
 CHUNK_BYTES = 32 * GRANULE  # 8 MiB: Google's suggested minimum for throughput
 _ERROR_BODY_LIMIT = 64 * 1024
+_SEND_SLICE = 256 * 1024
 _object_decoder = msgspec.json.Decoder(wire.GcsObject)
 T = TypeVar("T")
 
@@ -191,36 +193,46 @@ class ResumableUpload:
         self.content_type = content_type
         self.chunk_bytes = CHUNK_BYTES
         self.result: wire.GcsObject | None = None
-        self._buffer = bytearray()
+        # What came since the last chunk, kept as the pieces it came in: a chunk is sent
+        # as its pieces, never joined into one block (a copy of every byte, and blocks of
+        # several MiB that the allocator keeps after they are freed).
+        self._pending: list[memoryview] = []
+        self._pending_size = 0
         self._sent = 0  # bytes handed to GCS so far (in flight included)
         self._session: str | None = None
         self._in_flight: asyncio.Task[None] | None = None
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        while len(self._buffer) >= self.chunk_bytes:
-            with memoryview(self._buffer) as view:  # one copy of the chunk, not two
-                piece = bytes(view[: self.chunk_bytes])
-            del self._buffer[: self.chunk_bytes]
-            await self._wait()
-            if self._session is None:
-                self._session = await self._open()
-            start, self._sent = self._sent, self._sent + len(piece)
-            self._in_flight = asyncio.create_task(self._put_chunk(piece, start))
+        self._pending.append(memoryview(data))
+        self._pending_size += len(data)
+        while self._pending_size >= self.chunk_bytes:
+            chunk, self._pending = _split(self._pending, self.chunk_bytes)
+            self._pending_size -= self.chunk_bytes
+            await self._send_chunk(chunk)
+
+    async def _send_chunk(self, chunk: list[memoryview]) -> None:
+        """Start sending one full chunk, once the one before it has been sent."""
+        await self._wait()
+        if self._session is None:
+            self._session = await self._open()
+        start, self._sent = self._sent, self._sent + self.chunk_bytes
+        self._in_flight = asyncio.create_task(self._put_chunk(chunk, start))
 
     async def finish(self) -> wire.GcsObject | None:
         """Send the rest and finalize; None if nothing was ever written (no object made)."""
         await self._wait()
-        if self._session is None and not self._buffer:
+        if self._session is None and not self._pending_size:
             return None
         if self._session is None:
             self._session = await self._open()
-        piece, self._buffer = bytes(self._buffer), bytearray()
-        total = self._sent + len(piece)
-        span = f"{self._sent}-{total - 1}" if piece else "*"
-        async with self._put(piece, f"bytes {span}/{total}") as response:
+        last, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
+        total = self._sent + size
+        span = f"{self._sent}-{total - 1}" if size else "*"
+        async with self._put(last, f"bytes {span}/{total}") as response:
             await self.gcs.raise_for_status(response, 200, 201)
             self.result = _object_decoder.decode(await response.read())
+        note_staged(size)
         self._sent = total
         return self.result
 
@@ -230,7 +242,7 @@ class ResumableUpload:
             self._in_flight.cancel()
             await asyncio.gather(self._in_flight, return_exceptions=True)
             self._in_flight = None
-        self._buffer = bytearray()
+        self._pending, self._pending_size = [], 0
         if self.result is not None:
             await self.gcs.delete(self.name, missing_ok=True)
         elif self._session is not None:
@@ -264,15 +276,17 @@ class ResumableUpload:
             )
         return location
 
-    async def _put_chunk(self, piece: bytes, start: int) -> None:
+    async def _put_chunk(self, chunk: list[memoryview], start: int) -> None:
         """One non-final chunk; GCS answers 308 with the range it has persisted."""
+        size = sum(len(piece) for piece in chunk)
         offset = 0
         for _ in range(3):  # GCS may keep less than it was sent: send the rest again
-            span = f"bytes {start + offset}-{start + len(piece) - 1}/*"
-            async with self._put(piece[offset:], span) as response:
+            span = f"bytes {start + offset}-{start + size - 1}/*"
+            async with self._put(_split(chunk, offset)[1], span) as response:
                 await self.gcs.raise_for_status(response, 308)
                 persisted = _persisted(response.headers.get("Range"))
-            if persisted >= start + len(piece):
+            if persisted >= start + size:
+                note_staged(size)
                 return
             if persisted < start:  # earlier chunks lost: nothing to resend them from
                 break
@@ -283,15 +297,40 @@ class ResumableUpload:
         )
 
     @asynccontextmanager
-    async def _put(self, data: bytes, content_range: str) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _put(
+        self, pieces: list[memoryview], content_range: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
         headers = await self.gcs.headers()
         headers["Content-Range"] = content_range
+        headers["Content-Length"] = str(sum(len(piece) for piece in pieces))
         assert self._session is not None  # opened before any PUT
         async with request(
-            self.gcs.http, "PUT", self._session, provider=SERVICE, data=data,
+            self.gcs.http, "PUT", self._session, provider=SERVICE, data=_slices(pieces),
             headers=headers, allow_redirects=False, idempotent=False,
         ) as response:  # fmt: skip
             yield response
+
+
+async def _slices(pieces: list[memoryview]) -> AsyncIterator[memoryview]:
+    """A chunk's pieces, each sent before the next: handed over whole, the connection
+    would copy what the socket cannot take at once, up to a chunk per upload."""
+    for piece in pieces:
+        for start in range(0, len(piece), _SEND_SLICE):
+            yield piece[start : start + _SEND_SLICE]
+
+
+def _split(pieces: list[memoryview], at: int) -> tuple[list[memoryview], list[memoryview]]:
+    """The first ``at`` bytes of ``pieces`` and the rest, as views: nothing is copied."""
+    head: list[memoryview] = []
+    for index, piece in enumerate(pieces):
+        if at <= 0:
+            return head, pieces[index:]
+        if len(piece) > at:
+            head.append(piece[:at])
+            return head, [piece[at:], *pieces[index + 1 :]]
+        head.append(piece)
+        at -= len(piece)
+    return head, []
 
 
 def _persisted(range_header: str | None) -> int:

@@ -1,0 +1,197 @@
+"""docs/benchmarks.md from the suite's results: the machine, the commands, the table, plots."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from overhead import PERCENTILES, OverheadRun
+from uploads import Upload
+
+MIB_TO_MB = 1.048576
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    target: str = ""
+    met: bool | None = None
+
+    def cells(self) -> str:
+        verdict = {True: "met", False: "**missed**", None: ""}[self.met]
+        return f"| {self.figure} | {self.value} | {self.target} | {verdict} |"
+
+
+def median_of(runs: Sequence[OverheadRun], pick: Callable[[OverheadRun], float]) -> float:
+    return statistics.median(pick(run) for run in runs)
+
+
+def overhead_rows(runs: Sequence[OverheadRun]) -> list[Row]:
+    rows: list[Row] = []
+    for call in ("retrieve", "create"):
+        direct = median_of(runs, lambda r, c=call: r.latency[f"{c} direct"].latency_ms["p50"])
+        through = median_of(runs, lambda r, c=call: r.latency[f"{c} gateway"].latency_ms["p50"])
+        added = median_of(
+            runs,
+            lambda r, c=call: (
+                r.latency[f"{c} gateway"].latency_ms["p50"]
+                - r.latency[f"{c} direct"].latency_ms["p50"]
+            ),
+        )
+        p99 = {
+            where: median_of(
+                runs, lambda r, c=call, w=where: r.latency[f"{c} {w}"].latency_ms["p99"]
+            )
+            for where in ("direct", "gateway")
+        }
+        rows += [
+            Row(f"{call}, c=1: p50 direct / through the gateway",
+                f"{direct:.3f} / {through:.3f} ms"),
+            Row(f"{call}, c=1: p99 direct / through the gateway",
+                f"{p99['direct']:.3f} / {p99['gateway']:.3f} ms"),
+            Row(f"{call}, c=1: added p50 (gateway - direct, same run)", f"{added:.3f} ms",
+                "<= 0.3 ms", added <= 0.3),
+        ]  # fmt: skip
+    direct = median_of(runs, lambda r: r.throughput["direct"].rps)
+    rows.append(Row("retrieve, c=64: req/s direct to nginx", f"{direct:,.0f}"))
+    for workers in ("1 worker", "2 workers"):
+        rps = median_of(runs, lambda r, w=workers: r.throughput[f"gateway, {w}"].rps)
+        share = median_of(
+            runs,
+            lambda r, w=workers: r.throughput[f"gateway, {w}"].rps / r.throughput["direct"].rps,
+        )
+        target, met = ("", None) if workers == "1 worker" else (">= 12% of direct", share >= 0.12)
+        rows.append(
+            Row(f"retrieve, c=64: req/s through the gateway, {workers}",
+                f"{rps:,.0f} ({share:.1%} of direct)", target, met)
+        )  # fmt: skip
+    idle = median_of(runs, lambda r: max(r.idle_rss_mib.values()) * MIB_TO_MB)
+    loaded = median_of(runs, lambda r: max(r.loaded_rss_mib.values()) * MIB_TO_MB)
+    startup = statistics.median(s for run in runs for s in run.startup_s)
+    rows += [
+        Row("RSS idle, largest worker", f"{idle:.0f} MB", "<= 60 MB per worker", idle <= 60),
+        Row("RSS under the c=64 load, largest worker", f"{loaded:.0f} MB"),
+        Row("startup: exec to first 200 from /health", f"{startup:.3f} s", "<= 0.3 s",
+            startup <= 0.3),
+    ]  # fmt: skip
+    return rows
+
+
+def upload_rows(uploads: Sequence[Upload]) -> list[Row]:
+    rows = []
+    for upload in uploads:
+        peak = upload.peak_rss_mib * MIB_TO_MB
+        rows += [
+            Row(f"1 GB upload with conversion, {upload.target}: throughput",
+                f"{upload.mb_per_s:.0f} MB/s ({upload.seconds:.1f} s)", ">= 150 MB/s",
+                upload.mb_per_s >= 150),
+            Row("... gateway-bound (size / gateway CPU seconds)",
+                f"{upload.gateway_bound_mb_per_s:.0f} MB/s ({upload.gateway_cpu_s:.1f} s CPU)"),
+            Row("... peak RSS of the gateway", f"{peak:.0f} MB", "<= 100 MB", peak <= 100),
+        ]  # fmt: skip
+    return rows
+
+
+def plot_latency(runs: Sequence[OverheadRun], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for name in ("retrieve direct", "retrieve gateway", "create direct", "create gateway"):
+        values = [
+            median_of(runs, lambda r, n=name, p=p: r.latency[n].latency_ms[f"p{p}"])
+            for p in PERCENTILES
+        ]
+        style = "--" if "direct" in name else "-"
+        axes.plot([str(p) for p in PERCENTILES], values, style, marker="o", label=name)
+    axes.set_yscale("log")
+    axes.set_xlabel("percentile")
+    axes.set_ylabel("latency (ms, log scale)")
+    axes.set_title("Latency at concurrency 1: direct to nginx and through the gateway")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_upload_memory(uploads: Sequence[Upload], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for upload in uploads:
+        seconds = [t for t, _ in upload.rss_series]
+        megabytes = [mib * MIB_TO_MB for _, mib in upload.rss_series]
+        axes.plot(seconds, megabytes, label=upload.target)
+    axes.axhline(100, color="grey", linestyle=":", label="target: 100 MB")
+    axes.set_xlabel("seconds since the upload started")
+    axes.set_ylabel("gateway RSS (MB)")
+    axes.set_title("Gateway memory during a 1 GB upload with conversion")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(
+    out: Path,
+    *,
+    machine: dict[str, str],
+    command: str,
+    runs: Sequence[OverheadRun],
+    uploads: Sequence[Upload],
+    notes: Sequence[str],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = overhead_rows(runs) + upload_rows(uploads)
+    images = []
+    if runs:
+        plot_latency(runs, out / "bench-latency.png")
+        images.append("![latency percentiles](bench-latency.png)")
+    if uploads:
+        plot_upload_memory(uploads, out / "bench-upload-memory.png")
+        images.append("![upload memory](bench-upload-memory.png)")
+    loads = ", ".join(f"{run.load_average:.2f}" for run in runs)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `make bench` (`bench/run.py`); do not edit by hand. Figures to read,",
+        "not tests: nothing here passes or fails a build.",
+        "",
+        "## Machine",
+        "",
+        *(f"- {name}: {value}" for name, value in machine.items()),
+        f"- load average (1 min) at the start of each run: {loads or 'n/a'} (other work on",
+        "  the machine, when there is any, shows in the tails and in the upload times)",
+        "",
+        "Load generator (wrk), upstream (nginx, one worker) and gateway share these cores.",
+        "",
+        "## Command",
+        "",
+        f"    {command}",
+        "",
+        f"Latency and throughput: median of {len(runs)} runs; each wrk run lasts the same",
+        "time, direct and through the gateway back to back, so the two compare.",
+        "",
+        "## Figures",
+        "",
+        "| figure | measured | target | |",
+        "|---|---|---|---|",
+        *(row.cells() for row in rows),
+        "",
+        *(f"- {note}" for note in notes),
+        "",
+        *images,
+        "",
+    ]
+    (out / "benchmarks.md").write_text("\n".join(lines))

@@ -1,0 +1,117 @@
+"""The benchmark suite: every figure in one run, written to docs/benchmarks.md.
+
+    make bench                  # installs nginx-light, wrk and the bench extra, then:
+    .venv/bin/python bench/run.py [--runs 3] [--seconds 5] [--size-mb 1024] [--quick]
+
+Parts (each in its own module): ``overhead`` (nginx + wrk: latency at concurrency 1,
+requests per second at concurrency 64 with 1 and 2 workers, RSS idle and under load,
+startup time), ``uploads`` (a 1 GB JSONL through the gateway with conversion, to S3 on
+moto, to GCS on fake-gcs-server and on a protocol sink, and through managed mode when
+installed), ``report`` (the table and the plots). Everything runs on 127.0.0.1, every
+load is bounded in time, and every process started is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import overhead
+import report
+import uploads
+from common import ROOT, load_average, machine
+
+NOTES = [
+    "Latency and throughput: nginx answers every `/v1/fine_tuning/...` path with one "
+    "fixed job, so the gateway's cost is the difference between the two runs. The gateway "
+    "runs with `access_log = false`; with the access log on, each request also writes "
+    "one line to stderr.",
+    "Added p50 is the median over runs of (gateway p50 - direct p50) within one run.",
+    "RSS is in MB (10^6 bytes), sampled from /proc every 50 ms plus the kernel's "
+    "high-water mark. A multi-worker gateway's workers share the parent's pages until "
+    "written, so their RSS overstates the memory they add together.",
+    "Uploads: the file's size over wall time, client (aiohttp, streaming from disk) and "
+    "store sharing the cores with the gateway. moto and fake-gcs-server are slow "
+    "stand-ins (fake-gcs-server copies the whole object on every chunk), so "
+    "`gateway-bound` gives the size over the gateway's own CPU seconds, and the GCS "
+    "protocol sink (which checks every chunk and keeps nothing) shows the rate when the "
+    "store keeps up.",
+    "`/metrics` is per worker process: a scrape reaches one worker "
+    "(`finetune_gateway_worker_info` names it).",
+    "Startup is mostly importing aiohttp (about 0.2 s here, over half of it the two TLS "
+    "contexts aiohttp builds at import, each loading the system CA store); the gateway's "
+    "own modules and plugin discovery add about 0.05 s. Workers forked by `--workers` "
+    "skip all of it.",
+    "Upload memory: the Bedrock plugin's AWS SDK (aiobotocore with its S3 and Bedrock "
+    "clients) holds about 36 MB before any data; S3 parts are 5 MiB, two in flight. "
+    "Vertex writes two objects (the original and the Gemini copy) in 8 MiB GCS chunks, "
+    "one in flight per object while the next fills, which is what keeps a distant store "
+    "busy.",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="overhead runs (median reported)")
+    parser.add_argument("--seconds", type=float, default=5, help="length of each wrk run")
+    parser.add_argument("--startups", type=int, default=7, help="startups timed per run")
+    parser.add_argument("--size-mb", type=int, default=1024, help="upload size (MB)")
+    parser.add_argument("--skip-uploads", action="store_true")
+    parser.add_argument(
+        "--skip-fake-gcs", action="store_true", help="leave out fake-gcs-server (minutes per GB)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="1 run of 2 s, 100 MB uploads: a smoke test"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ftg-bench",
+        help="where the training file is generated and kept",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.seconds, args.startups, args.size_mb = 1, 2, 3, 100
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    if load_average() > 0.5:
+        print(f"note: load average {load_average():.2f}: figures will be noisy")
+
+    started = time.perf_counter()
+    runs = []
+    for index in range(args.runs):
+        print(f"overhead run {index + 1}/{args.runs} (load {load_average():.2f})", flush=True)
+        runs.append(overhead.run_once(seconds=args.seconds, startups=args.startups))
+    found_uploads = []
+    if not args.skip_uploads:
+        print(f"uploads of {args.size_mb} MB", flush=True)
+        found_uploads = uploads.run_all(args.size_mb, args.workdir, args.skip_fake_gcs)
+    notes = list(NOTES)
+    if not any(u.target.startswith("managed") for u in found_uploads):
+        notes.append("Managed mode: not measured here (managed mode not installed).")
+    command = "make bench" + (
+        f"  # bench/run.py {shlex.join(sys.argv[1:])}" if sys.argv[1:] else ""
+    )
+    report.write(
+        args.out, machine=machine(), command=command, runs=runs, uploads=found_uploads,
+        notes=notes,
+    )  # fmt: skip
+    raw = {
+        "overhead": [asdict(run) for run in runs],
+        "uploads": [{**asdict(u), "rss_series": None} for u in found_uploads],
+    }
+    (args.out / "benchmarks.json").write_text(json.dumps(raw, indent=1) + "\n")
+    for row in report.overhead_rows(runs) + report.upload_rows(found_uploads):
+        print(f"{row.figure:<66} {row.value:<32} {row.target}")
+    print(f"wrote {args.out / 'benchmarks.md'} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
