@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -57,7 +58,7 @@ class SqliteDatabase:
             connection = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            connection.execute("PRAGMA journal_mode=WAL")
+            _use_wal(connection)
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             _migrate_sqlite(connection)
@@ -93,6 +94,23 @@ class SqliteDatabase:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._connection.close)
         self._thread.shutdown(wait=True)
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """WAL mode, which the file keeps once set. Switching needs the file to itself and
+    does not wait on the busy timeout, so a process starting while another migrates
+    tries again for a while."""
+    for _ in range(300):
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.1)
+    raise sqlite3.OperationalError(f"database stayed locked: cannot switch {connection} to WAL")
 
 
 def _migrate_sqlite(connection: sqlite3.Connection) -> None:
