@@ -336,6 +336,10 @@ def test_no_secret_in_any_log_line_response_or_header(
     bedrock_flows(stack, seen, moto_url)
     google = vertex_flows(stack, seen, key, monkeypatch)
     managed_flows(stack, seen, moto_url, postgres)
+    # /metrics after all of it: its labels are route templates and slugs, never values.
+    with httpx.Client(event_hooks={"response": [seen.hook]}, timeout=20) as http:
+        scrape = http.get(stack.gateway_url.removesuffix("/v1") + "/metrics")
+    assert scrape.status_code == 200 and "finetune_gateway_requests_total" in scrape.text
 
     secrets = {
         "gateway key": GATEWAY_KEY,
