@@ -130,6 +130,8 @@ async def _create_job(url: str, file_id: str) -> float:
 @contextmanager
 def _gateway(workdir: Path, target_key: str) -> Iterator[tuple[str, int]]:
     config = workdir / "uploads.toml"
+    # A target's virtual key is every request's default; managed mode names none.
+    default = 'default_virtual_key = "target"' if "[virtual_keys.target]" in target_key else ""
     config.write_text(
         f"""
 [server]
@@ -139,7 +141,7 @@ access_log = false
 read_timeout = 3600.0
 [gateway_keys.bench]
 key = "{GATEWAY_KEY}"
-default_virtual_key = "target"
+{default}
 {target_key}
 """
     )
@@ -195,7 +197,9 @@ def managed(data: Path, workdir: Path) -> Upload | None:
     if not any(line.split()[:1] == ["portkey"] for line in stores.installed_plugins().splitlines()):
         print("  managed mode not installed: skipped")
         return None
-    with _gateway(workdir, "") as (url, pid):
+    # Records and bytes in this run's scratch directory, not where the suite was started.
+    where = f'[providers.portkey]\ndata_dir = "{workdir / "managed-data"}"'
+    with _gateway(workdir, where) as (url, pid):
         return _measure(
             "managed mode (local store)", url, pid, data,
             headers={"x-portkey-provider": "portkey"},
