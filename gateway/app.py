@@ -11,6 +11,7 @@ from gateway import keys, log_redaction, openapi
 from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
+from gateway.http1 import Http1Pool
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import (
     add_request_id,
@@ -52,6 +53,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     allowlist = allow_list(app[keys.CONFIG].routing.custom_host_allowlist)
     resolver = GuardedResolver(allowlist, upstream.connect_timeout)
     connector = aiohttp.TCPConnector(resolver=resolver)
+    # Providers' JSON calls go through the lean client (aiohttp's costs more per call than
+    # the rest of the gateway); it resolves names through the same guarded resolver.
+    app[keys.HTTP1] = Http1Pool(resolver=resolver)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
         without_silent_retries(http)
         app[keys.HTTP] = http
@@ -60,6 +64,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await app[keys.POOL].close()
+            await app[keys.HTTP1].close()
 
 
 async def health(request: web.Request) -> web.Response:

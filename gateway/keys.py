@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Config, GatewayKey
+from gateway.http1 import Http1Pool
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
 
@@ -18,6 +19,8 @@ CONFIG = web.AppKey("config", Config)
 REGISTRY = web.AppKey("registry", Registry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", ProviderPool)
+# The lean keep-alive client for providers' JSON calls (see gateway.http1).
+HTTP1 = web.AppKey("http1", Http1Pool)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Per-request values, set as the request goes through the middlewares and handlers and

@@ -29,7 +29,7 @@ from gateway.errors import (
 )
 from gateway.retry import collect_attempts
 from gateway.routing import authenticate
-from gateway.upstream import collect_upstream_request_ids
+from gateway.upstream import collect_upstream_request_ids, use_pool
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,6 +48,8 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     request[keys.UPSTREAM_REQUEST_IDS] = collect_upstream_request_ids()
     request[keys.UPSTREAM_ATTEMPTS] = collect_attempts()
     app = request.app
+    if (http1 := app.get(keys.HTTP1)) is not None:
+        use_pool(http1)
     counts = app[keys.METRICS]
     metrics.track(counts, request)
     counts.in_flight += 1

@@ -12,6 +12,7 @@ Every call here retries and times out by the request's policy (``gateway.retry``
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -21,11 +22,13 @@ import aiohttp
 import msgspec
 
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     UpstreamError,
     UpstreamTimeout,
     error_for_status,
 )
+from gateway.http1 import Answer, ConnectFailed, Http1Pool, ProtocolError
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 
 # How much of an error body is read: enough for any message, bounded against a flood.
@@ -57,7 +60,21 @@ def note_upstream_request_id(value: str | None) -> None:
         ids.append(value)
 
 
-def _note_response(response: aiohttp.ClientResponse) -> None:
+# The app's keep-alive pool for JSON calls (``gateway.http1``), set per request by the
+# middleware like the list above; outside a request, calls go through aiohttp.
+_http1_pool: ContextVar[Http1Pool | None] = ContextVar("http1_pool", default=None)
+
+# What a provider's ``check`` is given: aiohttp's response for streamed calls, the lean
+# client's whole answer for JSON calls. Both have ``status``, ``reason`` and ``headers``.
+UpstreamResponse = aiohttp.ClientResponse | Answer
+
+
+def use_pool(pool: Http1Pool) -> None:
+    """Send the current request's JSON calls through ``pool``."""
+    _http1_pool.set(pool)
+
+
+def _note_response(response: UpstreamResponse) -> None:
     for header in UPSTREAM_REQUEST_ID_HEADERS:
         if value := response.headers.get(header):
             note_upstream_request_id(value)
@@ -118,7 +135,7 @@ def upstream_error(
 
 
 async def raise_for_openai_status(
-    response: aiohttp.ClientResponse,
+    response: UpstreamResponse,
     *,
     provider: str,
     caller_credentials: bool,
@@ -132,7 +149,10 @@ async def raise_for_openai_status(
     """
     if response.status < 400:
         return
-    raw = await response.content.read(_ERROR_BODY_LIMIT)
+    if isinstance(response, Answer):
+        raw = response.body[:_ERROR_BODY_LIMIT]
+    else:
+        raw = await response.content.read(_ERROR_BODY_LIMIT)
     message, param, code = (parse or _parse_openai_error)(raw, response.reason or "")
     raise upstream_error(
         provider=provider,
@@ -170,12 +190,12 @@ def mapped_errors(provider: str) -> Iterator[None]:
         raise UpstreamTimeout(
             f"{provider} did not answer in time", code="upstream_timeout"
         ) from None
-    except aiohttp.ClientConnectorError as exc:
+    except (aiohttp.ClientConnectorError, ConnectFailed) as exc:
         raise UpstreamError(
             f"Could not connect to {provider} at {exc.host}:{exc.port}",
             code="upstream_unreachable",
         ) from None
-    except aiohttp.ClientError as exc:
+    except (aiohttp.ClientError, OSError) as exc:  # OSError: the lean client's failures
         raise UpstreamError(
             f"Connection to {provider} failed: {type(exc).__name__}",
             code="upstream_connection_error",
@@ -259,7 +279,7 @@ def connection_failure(exc: BaseException) -> Failure | None:
     return Failure(None) if isinstance(exc, aiohttp.ClientConnectionError) else None
 
 
-def _answer_failure(response: aiohttp.ClientResponse) -> Failure | None:
+def _answer_failure(response: UpstreamResponse) -> Failure | None:
     if response.status < 400:
         return None
     return Failure(response.status, retry_after_seconds(response.headers))
@@ -271,7 +291,7 @@ async def call_json(
     url: str,
     *,
     provider: str,
-    check: Callable[[aiohttp.ClientResponse], Awaitable[None]],
+    check: Callable[[UpstreamResponse], Awaitable[None]],
     headers: Mapping[str, str],
     params: Mapping[str, str] | None = None,
     body: Any = None,
@@ -289,6 +309,14 @@ async def call_json(
     if body is not None:
         data = msgspec.json.encode(body)
         sent["Content-Type"] = "application/json"
+    pool = _http1_pool.get()
+    if pool is not None and not isinstance(data, aiohttp.MultipartWriter):
+        answer = await _lean_call(
+            pool, method, url, provider=provider, headers=sent, params=params, body=data,
+            idempotent=idempotent,
+        )  # fmt: skip
+        await check(answer)
+        return _checked_json(answer.body, answer.status, provider)
     async with request(
         http,
         method,
@@ -303,15 +331,61 @@ async def call_json(
         return await read_json(response, provider)
 
 
+async def _lean_call(
+    pool: Http1Pool,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    headers: Mapping[str, str],
+    params: Mapping[str, str] | None,
+    body: bytes | None,
+    idempotent: bool | None,
+) -> Answer:
+    """A JSON call through the lean client, under the same policy as ``send``'s."""
+    policy = current_policy()
+    repeatable = idempotent if idempotent is not None else method in _IDEMPOTENT_METHODS
+
+    async def attempt() -> Answer:
+        try:
+            return await pool.request(
+                method, url, headers=headers, params=params, body=body,
+                connect_timeout=policy.connect_timeout, read_timeout=policy.read_timeout,
+            )  # fmt: skip
+        except ValueError as exc:  # a header or URL that cannot be sent as it is
+            raise BadRequest(f"Cannot call {provider}: {exc}", code="invalid_value") from None
+
+    with mapped_errors(provider):
+        answer = await with_retries(
+            attempt,
+            idempotent=repeatable,
+            failure_of=_lean_connection_failure,
+            answer_failure=_answer_failure,
+        )
+    _note_response(answer)
+    return answer
+
+
+def _lean_connection_failure(exc: BaseException) -> Failure | None:
+    """As ``connection_failure``, for the lean client: refused or reset is worth another
+    try; a timeout, a TLS failure or an answer that is not HTTP is not."""
+    if isinstance(exc, TimeoutError | ssl.SSLError | ProtocolError):
+        return None
+    return Failure(None) if isinstance(exc, ConnectFailed | ConnectionError) else None
+
+
 async def read_json(response: aiohttp.ClientResponse, provider: str) -> msgspec.Raw:
     """The upstream's JSON body as it came, checked to be JSON (never forwarded blindly)."""
-    body = await response.read()
+    return _checked_json(await response.read(), response.status, provider)
+
+
+def _checked_json(body: bytes, status: int, provider: str) -> msgspec.Raw:
     try:
         # Decoding into Raw checks the whole document without building its objects.
         msgspec.json.decode(body, type=msgspec.Raw)
     except msgspec.DecodeError:
         raise UpstreamError(
-            f"{provider} answered {response.status} with a body that is not JSON",
+            f"{provider} answered {status} with a body that is not JSON",
             code="upstream_bad_response",
         ) from None
     return msgspec.Raw(body)

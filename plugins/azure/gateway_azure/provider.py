@@ -36,7 +36,7 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
-from gateway.upstream import call_json, raise_for_openai_status, send
+from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
 from gateway_azure import transform as tf
 from gateway_azure.errors import parse_error
 from gateway_azure.settings import AzureSettings, Surface, settings_from_headers
@@ -126,7 +126,7 @@ class AzureOpenAIProvider(Provider):
         raw = await self._call(method, path, **kwargs)
         return tf.decode(raw, type_, what)
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+    async def _raise_for_status(self, response: UpstreamResponse) -> None:
         await raise_for_openai_status(
             response,
             provider=self.slug,

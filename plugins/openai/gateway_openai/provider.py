@@ -25,7 +25,7 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
-from gateway.upstream import call_json, raise_for_openai_status, send
+from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _CHUNK = 256 * 1024
@@ -103,7 +103,7 @@ class OpenAIProvider(Provider):
             idempotent=idempotent,
         )
 
-    async def _raise_for_status(self, response: aiohttp.ClientResponse) -> None:
+    async def _raise_for_status(self, response: UpstreamResponse) -> None:
         await raise_for_openai_status(
             response,
             provider=self.slug,
