@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import cast
 from urllib.parse import quote
 
@@ -34,10 +32,8 @@ from gateway.errors import NotFound, UpstreamError
 from gateway.streams import rechunk
 from gateway.upstream import mapped_errors, redact, request, send
 from gateway_portkey.settings import ManagedSettings
-from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
+from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key, cleanup_shielded
 from gateway_portkey.store_gcs_auth import GcsAuth
-
-log = logging.getLogger(__name__)
 
 SERVICE = "the GCS file store"
 GOOGLE_ROOT = "https://storage.googleapis.com"
@@ -147,7 +143,7 @@ class GcsStore:
                 in_flight.cancel()
                 await asyncio.gather(in_flight, return_exceptions=True)
             # The object too when the last PUT failed: without an answer, it may exist.
-            await _shielded(self._cancel(session, name if finishing else None))
+            await cleanup_shielded("GCS store", self._cancel(session, name if finishing else None))
             raise
         return sent + len(piece)
 
@@ -248,16 +244,3 @@ def _persisted(range_header: str | None) -> int:
     if not range_header or "-" not in range_header:
         return 0
     return int(range_header.rsplit("-", 1)[1]) + 1
-
-
-async def _shielded(cleanup: Awaitable[None]) -> None:
-    """Run ``cleanup`` to its end even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(cleanup)
-    task.add_done_callback(functools.partial(_log_failure, "clean up after a failed write"))
-    with contextlib.suppress(Exception):  # logged; the write's own error matters more
-        await asyncio.shield(task)
-
-
-def _log_failure(what: str, task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("GCS store: could not %s: %r", what, task.exception())

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any, TypeVar, cast
@@ -34,9 +32,8 @@ from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError,
 from gateway.streams import rechunk
 from gateway.upstream import redact
 from gateway_portkey.settings import ManagedSettings
-from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
+from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key, cleanup_shielded
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MiB = 1024 * 1024
@@ -175,7 +172,7 @@ class S3Store:
                 task.cancel()
             # Every outcome collected, so none is reported as never retrieved.
             await asyncio.gather(*in_flight, return_exceptions=True)
-            await _shielded(self._abort(client, name, upload_id, delete=False))
+            await cleanup_shielded("S3 store", self._abort(client, name, upload_id, delete=False))
             raise
         await self._final(client, name, upload_id, client.complete_multipart_upload(
             Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
@@ -200,12 +197,16 @@ class S3Store:
             except boto.ClientError:
                 # S3 answered: it made no object, but a multipart upload stays open.
                 if upload_id is not None:
-                    await _shielded(self._abort(client, name, upload_id, delete=False))
+                    await cleanup_shielded(
+                        "S3 store", self._abort(client, name, upload_id, delete=False)
+                    )
                 raise
             except BaseException:
                 # No answer (cancelled, connection lost, timeout): S3 may have made the
                 # object all the same, so it is deleted too.
-                await _shielded(self._abort(client, name, upload_id, delete=True))
+                await cleanup_shielded(
+                    "S3 store", self._abort(client, name, upload_id, delete=True)
+                )
                 raise
 
     async def _abort(self, client: Any, name: str, upload_id: str | None, *, delete: bool) -> None:
@@ -272,16 +273,3 @@ class S3Store:
 
 def _code(exc: Exception) -> str:
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or "")
-
-
-async def _shielded(cleanup: Awaitable[None]) -> None:
-    """Run ``cleanup`` to its end even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(cleanup)
-    task.add_done_callback(functools.partial(_log_failure, "clean up after a failed write"))
-    with contextlib.suppress(Exception):  # logged; the write's own error matters more
-        await asyncio.shield(task)
-
-
-def _log_failure(what: str, task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("S3 store: could not %s: %r", what, task.exception())
