@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,14 +18,9 @@ import aiohttp
 from gateway.pool import ProviderPool
 from gateway.provider import Provider, ProviderSettings
 from gateway.routing import Target
+from tests.support.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -39,7 +33,7 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
 
 
 def test_serve_example_config_with_empty_environment_then_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
     process = subprocess.Popen(
         [

@@ -21,18 +21,11 @@ from tests.conftest import UPSTREAM_KEY
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
 from tests.support.live import ServerThread
+from tests.support.serve import free_port
 
 MiB = 1024 * 1024
 FILE_SIZE = 256 * MiB
 LINE = b'{"messages": [{"role": "user", "content": "' + b"x" * 200 + b'"}]}\n'
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -54,7 +47,7 @@ def gateway_process(
 ) -> Iterator[tuple[GatewayProcess, FakeOpenAIState]]:
     upstream = FakeOpenAIState(api_keys={UPSTREAM_KEY})
     upstream_url = servers.serve(make_fake_openai(upstream)) + "/v1"
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "gateway.toml"
     config.write_text(
         f"""

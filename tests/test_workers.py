@@ -15,14 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.prometheus import scrape, value
+from tests.support.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(port: int, workers: int) -> subprocess.Popen[str]:
@@ -84,7 +79,7 @@ def _wait_gone(pids: list[int], timeout: float = 10) -> None:
 
 @pytest.fixture
 def port() -> Iterator[int]:
-    yield _free_port()
+    yield free_port()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])

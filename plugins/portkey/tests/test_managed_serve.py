@@ -7,7 +7,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from plugins.bedrock.tests.conftest import (  # noqa: F401 - fixtures
 )
 from plugins.portkey.tests.managed import CHAT, MANAGED, NOVA, jsonl, target, wait_for
 from plugins.portkey.tests.test_records import postgres_dsn, postgres_schema
+from tests.support.serve import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 KEY = "gw-managed-serve-key-0001"
@@ -43,9 +43,7 @@ class Served:
     """One ``finetune-gateway serve`` process, stopped with SIGTERM at the end."""
 
     def __init__(self, config: Path, cwd: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config),
