@@ -22,6 +22,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import BadRequest, NotSupported
+from gateway.fields import Url
 from gateway.models import (
     Checkpoint,
     FileDeleted,
@@ -44,9 +45,12 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     Frozen, so equal settings share one provider instance. ``custom_host`` is set by core
     from an allow-listed ``x-portkey-custom-host`` (or a config's ``custom_host``); a
     provider uses it in place of its upstream's base URL.
+
+    Declare URL, host and secret settings with ``gateway.fields``' types (``Url``,
+    ``Host``, ``Secret``): core checks and guards them by type.
     """
 
-    custom_host: str | None = None
+    custom_host: Url | None = None
 
 
 @dataclass(frozen=True, slots=True)

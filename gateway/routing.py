@@ -48,6 +48,10 @@ class Target:
     gateway_key: str | None = None  # the gateway key's name, for logs and ownership
     # Retries and timeouts of its upstream calls; None for the config's [upstream].
     policy: CallPolicy | None = None
+    # True when any setting came from the request (provider headers, an inline config's
+    # settings, a custom host) rather than from the config file alone: such instances
+    # are many and short-lived, and are pooled apart from the configured ones.
+    request_chosen: bool = False
 
 
 def authenticate(headers: Mapping[str, str], config: Config) -> GatewayKey | None:
@@ -88,7 +92,8 @@ def resolve_target(
         _check_request_urls(from_headers, config.routing.custom_host_allowlist, inline=False)
         defaults = config.provider_defaults.get(provider.slug)
         settings = from_headers if defaults is None else _overlay(defaults, from_headers)
-        target = Target(provider, settings, True, None, gk_name)
+        request_chosen = settings is not defaults
+        target = Target(provider, settings, True, None, gk_name, request_chosen=request_chosen)
     elif gateway_key is not None and gateway_key.default_virtual_key:
         target = _from_virtual_key(gateway_key.default_virtual_key, config, gk_name, None)
     else:
@@ -297,7 +302,7 @@ def _from_portkey_config(
         defaults = config.provider_defaults.get(provider.slug)
         if defaults is not None:
             settings = _overlay(defaults, settings)
-        target = Target(provider, settings, True, None, gk_name)
+        target = Target(provider, settings, True, None, gk_name, request_chosen=True)
     else:
         raise BadRequest(
             f"'{param}' must name a 'provider' or a 'virtual_key'",
@@ -348,7 +353,7 @@ def _config_error(exc: msgspec.ValidationError, param: str) -> BadRequest:
 
 def _with_custom_host(target: Target, host: str) -> Target:
     settings = msgspec.structs.replace(target.settings, custom_host=host.rstrip("/"))
-    return replace(target, settings=settings)
+    return replace(target, settings=settings, request_chosen=True)
 
 
 def _header_credentials_refused(header: str) -> Forbidden:

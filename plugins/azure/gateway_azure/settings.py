@@ -24,13 +24,16 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import BadRequest, Unauthorized
+from gateway.fields import HOST, Secret
 from gateway.provider import ProviderSettings
 
 V1_VERSIONS = frozenset({"v1", "preview", "latest"})
 
 # A DNS label: the resource name becomes part of a host name, so anything else (a dot, a
 # "#", an "@") could point the gateway at a host of the caller's choosing.
-ResourceName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?$")]
+ResourceName = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?$"), HOST
+]
 ApiVersion = Annotated[str, Meta(pattern=r"^(?:v1|preview|latest|\d{4}-\d{2}-\d{2}(?:-preview)?)$")]
 
 # A JSON Web Token (an Entra ID access token); Azure's API keys never look like one.
@@ -51,9 +54,9 @@ class AzureSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_
     # not per deployment, so no call uses it.
     deployment_id: str | None = None
     api_version: ApiVersion | None = None
-    api_key: str | None = None
+    api_key: Secret | None = None
     # A Microsoft Entra ID bearer token; used instead of api_key when both are given.
-    ad_token: str | None = None
+    ad_token: Secret | None = None
 
     def __post_init__(self) -> None:
         # Raised here, a missing credential is a config error naming the virtual key.

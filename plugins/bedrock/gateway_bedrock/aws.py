@@ -32,6 +32,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from gateway.fields import HOST, Secret, Url
 from gateway.provider import ProviderSettings
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 from gateway.upstream import redact, upstream_error, without_silent_retries
@@ -51,16 +52,19 @@ class BedrockSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknow
     (environment, instance role); a request never does.
     """
 
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
-    aws_session_token: str | None = None
-    aws_region: str = "us-east-1"
+    aws_access_key_id: Secret | None = None
+    aws_secret_access_key: Secret | None = None
+    aws_session_token: Secret | None = None
+    # Part of the host names botocore calls (bedrock.{region}.amazonaws.com): a host.
+    aws_region: Annotated[
+        str, msgspec.Meta(pattern=r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"), HOST
+    ] = "us-east-1"
     # The IAM role Bedrock assumes to read the training data: the default for jobs.
     aws_role_arn: str | None = None
     aws_s3_bucket: str | None = None
     aws_s3_prefix: Annotated[str, msgspec.Meta(pattern=S3_PREFIX_PATTERN)] = "finetune-gateway/"
     # One endpoint for both S3 and Bedrock (a local stand-in); custom_host wins over it.
-    endpoint_url: str | None = None
+    endpoint_url: Url | None = None
 
     def __repr__(self) -> str:
         # Settings end up in pool keys and tracebacks: never show the secrets.

@@ -15,6 +15,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import Unauthorized
+from gateway.fields import Secret, Url
 from gateway.models import GATEWAY_ONLY_JOB_FIELDS
 from gateway.paging import openai_list_params
 from gateway.provider import (
@@ -32,8 +33,8 @@ _CHUNK = 256 * 1024
 
 
 class OpenAISettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    api_key: str | None = None
-    base_url: str = DEFAULT_BASE_URL
+    api_key: Secret | None = None
+    base_url: Url = DEFAULT_BASE_URL
     organization: str | None = None
     project: str | None = None
 

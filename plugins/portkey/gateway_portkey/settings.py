@@ -11,6 +11,7 @@ from typing import Annotated
 
 from msgspec import Meta
 
+from gateway.fields import Secret, Url
 from gateway.provider import ProviderSettings
 
 
@@ -22,15 +23,15 @@ class ManagedSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknow
     # "s3://bucket/prefix/", "gs://bucket/prefix/", or a directory.
     store: str | None = None
     # For an s3:// store; where left out, the AWS default chain (environment, profile).
-    store_aws_access_key_id: str | None = None
-    store_aws_secret_access_key: str | None = None
-    store_aws_session_token: str | None = None
+    store_aws_access_key_id: Secret | None = None
+    store_aws_secret_access_key: Secret | None = None
+    store_aws_session_token: Secret | None = None
     store_aws_region: str | None = None
-    store_endpoint_url: str | None = None  # an S3-compatible endpoint (MinIO, moto)
+    store_endpoint_url: Url | None = None  # an S3-compatible endpoint (MinIO, moto)
     # For a gs:// store: a service account key (a path or the JSON itself); where left
     # out, the default application credentials. STORAGE_EMULATOR_HOST, when set, wins
     # over both (no credentials are sent to an emulator), as in gcloud-aio.
-    store_service_account_json: str | None = None
+    store_service_account_json: Secret | None = None
     # A job staging for longer than this without a heartbeat from its process (the
     # process beats every sixth of it) has lost that process: it is failed
     # (staging_interrupted) and what it had staged is deleted.

@@ -21,6 +21,7 @@ import msgspec
 from msgspec import Meta
 
 from gateway.errors import BadRequest, Unauthorized
+from gateway.fields import HOST, Secret, Url
 from gateway.provider import ProviderSettings
 
 HEADER_PREFIX = "x-portkey-vertex-"
@@ -43,7 +44,7 @@ GOOGLE_TOKEN_URIS = frozenset(
 )
 
 # Each of these lands in a host name, a URL path or an object name: no "/", no "@".
-Region = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
+Region = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9-]{1,62}$"), HOST]
 ProjectId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.:-]{0,99}$")]
 Bucket = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")]
 Prefix = Annotated[str, Meta(pattern=r"^[^/\x00-\x1f][^\x00-\x1f]{0,511}$|^$")]
@@ -54,7 +55,7 @@ class VertexSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown
     vertex_region: Region = "us-central1"
     # The service account key file's JSON, or (virtual keys only) its path. Without one
     # (virtual keys only), Google's application default credentials are used.
-    vertex_service_account_json: str | None = None
+    vertex_service_account_json: Secret | None = None
     vertex_storage_bucket_name: Bucket | None = None
     # Where uploaded files live in the bucket.
     vertex_storage_prefix: Prefix = "finetune-gateway/"
@@ -62,8 +63,8 @@ class VertexSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown
     # https://{region}-aiplatform.googleapis.com (custom_host, when set, wins), and the
     # Cloud Storage base URL in place of https://storage.googleapis.com. Without the
     # latter, STORAGE_EMULATOR_HOST is honoured as gcloud-aio-storage does.
-    endpoint_url: str | None = None
-    storage_endpoint_url: str | None = None
+    endpoint_url: Url | None = None
+    storage_endpoint_url: Url | None = None
 
     @property
     def prefix(self) -> str:
