@@ -1,9 +1,13 @@
 # Two entry points, both self-contained on a fresh machine with python3 (3.11+):
-#   make run   - install into .venv and serve on config.example.toml (127.0.0.1:8787)
+#   make run   - install into .venv and serve on config.example.toml (127.0.0.1:8787 only)
 #   make test  - install with test tools, then lint, type-check and run every test
 #   make bench - install nginx-light and wrk (apt) and the bench extra, then run the
 #                benchmark suite, which writes docs/benchmarks.md (BENCH_ARGS=--quick)
 VENV ?= .venv
+# `make run` listens on this machine only; HOST=0.0.0.0 SERVE_ARGS=--allow-open opens it
+# (serve refuses a non-loopback address while the config has no gateway keys).
+HOST ?= 127.0.0.1
+SERVE_ARGS ?=
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
@@ -36,7 +40,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 run: $(VENV)/.installed
-	$(BIN)/finetune-gateway serve --config config.example.toml
+	$(BIN)/finetune-gateway serve --config config.example.toml --host $(HOST) $(SERVE_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check gateway plugins tests bench

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import logging
 import socket
 import sys
@@ -32,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8787)")
     serve.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="listen on a non-loopback address although the config has no gateway keys",
+    )
+    serve.add_argument(
         "--workers",
         type=_positive,
         default=1,
@@ -45,13 +51,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        return _serve(args.config, args.host, args.port, args.workers)
+        return _serve(args.config, args.host, args.port, args.workers, args.allow_open)
     if args.command == "check-config":
         return _check_config(args.path)
     return _plugins()
 
 
-def _serve(config_path: str | None, host: str | None, port: int | None, workers: int) -> int:
+def _serve(
+    config_path: str | None, host: str | None, port: int | None, workers: int, allow_open: bool
+) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     registry = Registry.discover()
     for broken in registry.broken:
@@ -70,6 +78,16 @@ def _serve(config_path: str | None, host: str | None, port: int | None, workers:
 
     listen_host = host or config.server.host
     listen_port = port if port is not None else config.server.port
+    if not config.gateway_keys and not allow_open and not _is_loopback(listen_host):
+        # Without gateway keys anyone who reaches the port may use every virtual key:
+        # fine on this machine only, never by accident on a network.
+        print(
+            f"refusing to listen on {listen_host}: the config has no gateway keys, so "
+            "anyone reaching the port could use every virtual key. Add [gateway_keys] "
+            "or pass --allow-open",
+            file=sys.stderr,
+        )
+        return 2
     log.info(
         "finetune-gateway %s on http://%s:%d (providers: %s; workers: %d)",
         __version__,
@@ -101,6 +119,15 @@ def _serve(config_path: str | None, host: str | None, port: int | None, workers:
     # A worker gets its own grace and time to abort its uploads before it is killed.
     stop_grace = config.server.shutdown_grace + ABORT_SECONDS + 5.0
     return serve_workers(listen_host, listen_port, workers, serve_one, stop_grace=stop_grace)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _run(main: Coroutine[None, None, None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -65,7 +66,7 @@ def test_serve_example_config_with_empty_environment_then_sigterm() -> None:
         # No gateway key needed; credentials in headers accepted; no provider: a clear 400.
         status, body = _get(f"http://127.0.0.1:{port}/v1/fine_tuning/jobs")
         assert status == 400 and body["error"]["param"] == "x-portkey-provider"
-        # Custom hosts only on loopback.
+        # No custom host at all, the metadata address least of all.
         status, body = _get(
             f"http://127.0.0.1:{port}/v1/fine_tuning/jobs",
             {
@@ -105,20 +106,22 @@ def _target(name: str) -> Target:
     return Target(_Counting, _Settings(name=name), caller_credentials=False)
 
 
-async def test_pool_reuses_equal_settings_and_closes_evicted_only_when_idle() -> None:
+async def test_pool_reuses_equal_settings_and_never_evicts_a_held_instance() -> None:
     _Counting.closed.clear()
     async with aiohttp.ClientSession() as http:
-        pool = ProviderPool(http, max_size=2)
+        pool = ProviderPool(http, max_configured=2)
         async with pool.use(_target("a")) as first, pool.use(_target("a")) as again:
             assert first is again
-            # Two more settings push "a" out while a request still holds it.
+            # Over the bound, but every older instance is held by a request: none goes.
             async with pool.use(_target("b")), pool.use(_target("c")):
+                await asyncio.sleep(0)
                 assert _Counting.closed == []
-            assert _Counting.closed == []
-        # Released by its last user: now it is closed.
-        assert _Counting.closed == ["a"]
+        # The next insertion evicts the least recently used idle ones, closed in the
+        # background rather than on this request's path.
         async with pool.use(_target("d")):
-            assert _Counting.closed == ["a", "b"]
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert sorted(_Counting.closed) == ["a", "b"]
         await pool.close()
         assert sorted(_Counting.closed) == ["a", "b", "c", "d"]
 
@@ -141,3 +144,30 @@ def test_loading_every_plugin_imports_no_cloud_sdk() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert found.stdout.strip() == ""
+
+
+def test_serve_refuses_a_network_address_with_no_gateway_keys() -> None:
+    # The example config has no gateway keys: anyone reaching the port could use every
+    # virtual key, so serve stays on loopback unless told --allow-open.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--config",
+            "config.example.toml",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert result.returncode == 2
+    assert "refusing to listen on 0.0.0.0" in result.stderr
+    assert "--allow-open" in result.stderr
