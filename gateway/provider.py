@@ -146,8 +146,21 @@ class Provider(abc.ABC):
     def settings_from_headers(cls, headers: Mapping[str, str]) -> ProviderSettings:
         """Settings for a request that names the provider directly (``x-portkey-provider``)."""
 
+    @classmethod  # noqa: B027 - optional hook, a no-op by default
+    def check_overrides(
+        cls, original: ProviderSettings, overridden: ProviderSettings, *, param: str
+    ) -> None:
+        """Refuse request overrides of a virtual key's settings (managed mode's
+        ``portkey_options``) that reach beyond what the config lists, with a GatewayError
+        naming the option beside ``param`` (``portkey_options.x-portkey-...``)."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release what the instance holds (clients, sessions); the shared ``http`` is core's."""
+
+    def busy(self) -> bool:
+        """True while the instance runs work of its own beyond the requests holding it
+        (managed mode staging jobs): the pool then never evicts and closes it."""
+        return False
 
     def _unsupported(self, operation: str) -> NotSupported:
         return NotSupported(self.slug, operation)

@@ -54,6 +54,7 @@ async def _open_virtual_key(
     target = target_of_virtual_key(name, app[keys.CONFIG], param=param)
     settings = with_overrides(target.settings, overrides)
     await check_overrides(target.settings, settings, app[keys.CONFIG], param=param)
+    target.provider.check_overrides(target.settings, settings, param=param)
     # The virtual key's policy without the request's clock: a provider acting for a caller
     # (managed mode) may use the target after the request is answered (staging).
     policy = target.policy or app[keys.CONFIG].upstream

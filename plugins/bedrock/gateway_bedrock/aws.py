@@ -34,6 +34,8 @@ from gateway.errors import (
 )
 from gateway.fields import HOST, Secret, Url
 from gateway.provider import ProviderSettings
+from gateway.resources import ROLE_ARN_PATTERN
+from gateway.resources import S3_PREFIX_PATTERN as S3_URI_PREFIX_PATTERN
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 from gateway.upstream import redact, upstream_error, without_silent_retries
 
@@ -65,6 +67,10 @@ class BedrockSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknow
     aws_s3_prefix: Annotated[str, msgspec.Meta(pattern=S3_PREFIX_PATTERN)] = "finetune-gateway/"
     # One endpoint for both S3 and Bedrock (a local stand-in); custom_host wins over it.
     endpoint_url: Url | None = None
+    # With the config's credentials, the only roles and s3:// prefixes ("s3://bucket/" is
+    # the whole bucket) a request may name, besides aws_role_arn and the staging bucket.
+    allowed_role_arns: tuple[Annotated[str, msgspec.Meta(pattern=ROLE_ARN_PATTERN)], ...] = ()
+    allowed_s3_uris: tuple[Annotated[str, msgspec.Meta(pattern=S3_URI_PREFIX_PATTERN)], ...] = ()
 
     def __repr__(self) -> str:
         # Settings end up in pool keys and tracebacks: never show the secrets.

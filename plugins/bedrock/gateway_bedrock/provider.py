@@ -25,13 +25,21 @@ from gateway.models import (
     FileDeleted,
     FileObject,
     FineTuningJob,
+    JobCreate,
     JobEvent,
     Page,
     ProviderOptions,
 )
 from gateway.paging import TokenPager, page_of
-from gateway.provider import Download, FileUpload, JobRequest, PageQuery, Provider
-from gateway_bedrock import transform
+from gateway.provider import (
+    Download,
+    FileUpload,
+    JobRequest,
+    PageQuery,
+    Provider,
+    ProviderSettings,
+)
+from gateway_bedrock import allowed, transform
 from gateway_bedrock.aws import BedrockSettings, Clients, aws_errors, missing_credentials
 from gateway_bedrock.events import job_events
 from gateway_bedrock.files import FileStore
@@ -121,6 +129,9 @@ class BedrockProvider(Provider):
         options = spec.provider_options or ProviderOptions()
         hyper = transform.hyper_parameters(spec, family, _extra_hyperparameters(request.body))
         role_arn = spec.role_arn or options.role_arn or self.settings.aws_role_arn
+        output_given = spec.output_file or options.output_file
+        if not self.caller_credentials:
+            self._check_named_resources(spec, options)
         if not role_arn:
             raise BadRequest(
                 "Bedrock needs an IAM role to read the training data: give 'role_arn' (or "
@@ -136,7 +147,7 @@ class BedrockProvider(Provider):
             else transform.derived_name(spec, token)
         )
         layout = self._files.layout()
-        output = spec.output_file or options.output_file or layout.output_uri(name)
+        output = output_given or layout.output_uri(name)
         if not output.startswith("s3://"):
             raise BadRequest("'output_file' must be an s3:// URI", param="output_file")
         training = await self._files.staged(
@@ -169,6 +180,30 @@ class BedrockProvider(Provider):
                     f"A Bedrock job named '{name}' already exists", param="job_name"
                 ) from None
         return await self._openai_job(name)
+
+    def _check_named_resources(self, spec: JobCreate, options: ProviderOptions) -> None:
+        """With the config's credentials, what the request names must be listed."""
+        s = self.settings
+        roles = (("role_arn", spec.role_arn), ("provider_options.role_arn", options.role_arn))
+        for param, role in roles:
+            if role:
+                allowed.check_role(s, role, param=param)
+        uris = (
+            ("training_file", spec.training_file),
+            ("validation_file", spec.validation_file),
+            ("output_file", spec.output_file),
+            ("provider_options.output_file", options.output_file),
+        )
+        for param, uri in uris:
+            if uri and uri.startswith("s3://"):  # anything else is refused as malformed
+                allowed.check_uri(s, uri, param=param)
+
+    @classmethod
+    def check_overrides(
+        cls, original: ProviderSettings, overridden: ProviderSettings, *, param: str
+    ) -> None:
+        assert isinstance(original, BedrockSettings) and isinstance(overridden, BedrockSettings)
+        allowed.check_bucket_override(original, overridden, param=param)
 
     async def _token_of(self, name: str) -> str | None:
         try:

@@ -33,6 +33,7 @@ REGION = "us-east-1"
 BUCKET = "ft-gateway-staging"
 PREFIX = "gw/"
 ROLE_ARN = f"arn:aws:iam::{DEFAULT_ACCOUNT_ID}:role/bedrock-fine-tuning"
+OTHER_ROLE_ARN = "arn:aws:iam::123456789012:role/other"
 ACCESS_KEY = "AKIAGATEWAYTEST0001"
 SECRET_KEY = "gateway-secret-key-do-not-leak-0123456789"
 
@@ -73,6 +74,9 @@ def bedrock_config(moto_url: str) -> dict[str, Any]:
         "aws_s3_prefix": PREFIX,
         "aws_role_arn": ROLE_ARN,
         "endpoint_url": moto_url,
+        # What a request may name with these credentials besides the staging prefix.
+        "allowed_role_arns": [OTHER_ROLE_ARN],
+        "allowed_s3_uris": [f"s3://{BUCKET}/datasets/", f"s3://{BUCKET}/results/"],
     }
     raw["gateway_keys"]["search-team"]["default_virtual_key"] = "bedrock-main"
     return raw

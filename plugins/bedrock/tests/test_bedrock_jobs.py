@@ -12,7 +12,16 @@ import pytest
 from gateway.ids import encode_id
 from tests.support.openai_shape import REQUIRED_FILE_FIELDS, REQUIRED_JOB_FIELDS
 
-from .conftest import ACCESS_KEY, BUCKET, PREFIX, ROLE_ARN, SECRET_KEY, Gateway, moto_job
+from .conftest import (
+    ACCESS_KEY,
+    BUCKET,
+    OTHER_ROLE_ARN,
+    PREFIX,
+    ROLE_ARN,
+    SECRET_KEY,
+    Gateway,
+    moto_job,
+)
 
 SYSTEM = {"role": "system", "content": "You are terse."}
 ONE_TURN = [
@@ -202,6 +211,32 @@ def test_training_file_may_be_an_s3_uri(gateway: Gateway) -> None:
     assert caught.value.body["param"] == "training_file"  # type: ignore[index]
 
 
+def test_request_named_resources_must_be_listed_on_the_virtual_key(gateway: Gateway) -> None:
+    # With the config's credentials, the gateway's identity would read or write wherever
+    # the request says: only the roles and s3:// prefixes the virtual key lists may be named.
+    gateway.s3.put_object(Bucket=BUCKET, Key="secrets/train.jsonl", Body=jsonl(*ONE_TURN))
+    file_id = upload(gateway, *ONE_TURN)
+    admin = "arn:aws:iam::123456789012:role/admin"
+    attempts: list[tuple[str, str, dict[str, object]]] = [
+        ("training_file", f"s3://{BUCKET}/secrets/train.jsonl", {}),
+        ("training_file", f"s3://{BUCKET}/datasets/../secrets/train.jsonl", {}),
+        ("training_file", f"s3://{BUCKET}-other/datasets/train.jsonl", {}),
+        ("output_file", file_id, {"output_file": f"s3://{BUCKET}/elsewhere/"}),
+        ("role_arn", file_id, {"role_arn": admin}),
+        ("provider_options.role_arn", file_id, {"provider_options": {"role_arn": admin}}),
+    ]
+    before = gateway.keys()
+    for param, training_file, extra in attempts:
+        with pytest.raises(openai.BadRequestError) as caught:
+            gateway.client().fine_tuning.jobs.create(
+                model=NOVA, training_file=training_file, extra_body=extra
+            )
+        error = caught.value.body
+        assert error["param"] == param and error["code"] == "resource_not_allowed"  # type: ignore[index]
+    assert gateway.keys() == before  # nothing staged for a refused job
+    assert list(gateway.client().fine_tuning.jobs.list()) == []
+
+
 def test_retried_create_with_idempotency_key_makes_one_job(gateway: Gateway) -> None:
     client = gateway.client()
     file_id = upload(gateway, *ONE_TURN)
@@ -221,7 +256,7 @@ def test_retried_create_with_idempotency_key_makes_one_job(gateway: Gateway) -> 
 
 def test_job_name_role_and_output_from_provider_options(gateway: Gateway) -> None:
     file_id = upload(gateway, *ONE_TURN)
-    role = "arn:aws:iam::123456789012:role/other"
+    role = OTHER_ROLE_ARN
     job = gateway.client().fine_tuning.jobs.create(
         model=NOVA,
         training_file=file_id,

@@ -68,6 +68,11 @@ class ManagedProvider(Provider):
                 self._parts = (files, jobs, stager)
             return self._parts
 
+    def busy(self) -> bool:
+        # Closing would cancel the jobs being staged (they would end staging_interrupted),
+        # so the pool keeps this instance while any is.
+        return self._parts is not None and self._parts[2].staging
+
     async def close(self) -> None:
         for part in self._closers:
             await part.close()

@@ -96,6 +96,11 @@ class Stager:
         self.heartbeat_seconds = lease_seconds / 6
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def staging(self) -> bool:
+        """True while any job is being staged in this process."""
+        return bool(self._tasks)
+
     def start(self, record: JobRecord, scope: CallScope) -> None:
         task = asyncio.create_task(self._run(record, scope), name=f"stage {record.id}")
         self._tasks.add(task)

@@ -64,7 +64,10 @@ def managed_config(
     store: str = "local",
 ) -> dict[str, Any]:
     raw = vertex.config()
-    raw["virtual_keys"]["bedrock-main"] = bedrock_config(moto_url)["virtual_keys"]["bedrock-main"]
+    bedrock_main = bedrock_config(moto_url)["virtual_keys"]["bedrock-main"]
+    # A bucket it may stage to that does not exist: how a staging failure is provoked.
+    bedrock_main["allowed_s3_uris"] = [*bedrock_main["allowed_s3_uris"], "s3://no-such-bucket/"]
+    raw["virtual_keys"]["bedrock-main"] = bedrock_main
     portkey: dict[str, Any] = {"data_dir": str(data_dir)}
     if database is not None:
         portkey["database"] = database

@@ -255,6 +255,28 @@ def test_managed_failure_while_staging_leaves_a_failed_job_and_nothing_upstream(
     assert managed.s3_keys() == []
 
 
+def test_managed_staging_bucket_must_be_one_the_virtual_key_lists(managed: Managed) -> None:
+    # portkey_options may pick another bucket of the target's account, but only one its
+    # virtual key lists: the config's credentials would write anywhere they can reach.
+    client = managed.client()
+    file_id = managed.upload(client)
+    refused = [
+        ("bedrock-main", "x-portkey-aws-s3-bucket", "someone-elses-bucket"),
+        ("vertex-main", "x-portkey-vertex-storage-bucket-name", "someone-elses-bucket"),
+    ]
+    for virtual_key, option, bucket in refused:
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.fine_tuning.jobs.create(
+                model=NOVA,
+                training_file=file_id,
+                extra_body=target(virtual_key, **{option: bucket}),
+            )
+        assert caught.value.code == "resource_not_allowed"
+        assert caught.value.param == f"portkey_options.{option}"
+    assert list(client.fine_tuning.jobs.list()) == []
+    assert upstream_jobs(managed, "bedrock-main") == []
+
+
 def test_managed_failure_while_creating_removes_the_staged_copy(managed: Managed) -> None:
     client = managed.client()
     file_id = managed.upload(client)

@@ -39,9 +39,10 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
+from gateway.resources import require_uri_allowed
 from gateway.retry import with_retries
 from gateway.upstream import request
-from gateway_vertex import staging, transform, wire
+from gateway_vertex import allowed, staging, transform, wire
 from gateway_vertex.errors import google_error, retryable_failure
 from gateway_vertex.formats import PREFERENCE_KINDS
 from gateway_vertex.settings import (
@@ -68,6 +69,13 @@ class VertexProvider(Provider):
     credential_headers: ClassVar[frozenset[str]] = frozenset({SERVICE_ACCOUNT_HEADER})
 
     settings: VertexSettings
+
+    @classmethod
+    def check_overrides(
+        cls, original: ProviderSettings, overridden: ProviderSettings, *, param: str
+    ) -> None:
+        assert isinstance(original, VertexSettings) and isinstance(overridden, VertexSettings)
+        allowed.check_bucket_override(original, overridden, param=param)
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> VertexSettings:
@@ -204,6 +212,9 @@ class VertexProvider(Provider):
         if ref.startswith("gs://"):
             if not _GS_URI.fullmatch(ref):
                 raise BadRequest(f"'{ref}' is not a gs://bucket/object URI", param=param)
+            if not self.caller_credentials:
+                # Vertex reads it as the config's project: only where the config allows.
+                require_uri_allowed(ref, allowed.gcs_uris(self.settings), "gs", param=param)
             return ref  # the caller's own object: used as it is, in Vertex's format
         gcs, layout = self._storage(param)
         missing = BadRequest(f"No file found with id '{ref}'", param=param, code="file_not_found")

@@ -23,6 +23,7 @@ from msgspec import Meta
 from gateway.errors import BadRequest, Unauthorized
 from gateway.fields import HOST, Secret, Url
 from gateway.provider import ProviderSettings
+from gateway.resources import GCS_PREFIX_PATTERN
 
 HEADER_PREFIX = "x-portkey-vertex-"
 SERVICE_ACCOUNT_HEADER = "x-portkey-vertex-service-account-json"
@@ -65,6 +66,10 @@ class VertexSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown
     # latter, STORAGE_EMULATOR_HOST is honoured as gcloud-aio-storage does.
     endpoint_url: Url | None = None
     storage_endpoint_url: Url | None = None
+    # With the config's credentials, the only gs:// prefixes ("gs://bucket/" is the whole
+    # bucket) a request may name as training or validation data, besides the staging
+    # bucket's prefix, and the only other buckets portkey_options may stage to.
+    allowed_gcs_uris: tuple[Annotated[str, Meta(pattern=GCS_PREFIX_PATTERN)], ...] = ()
 
     @property
     def prefix(self) -> str:

@@ -152,6 +152,8 @@ class VertexStack:
             "vertex_storage_prefix": self.prefix,
             "endpoint_url": self.google_url,
             "storage_endpoint_url": self.gcs.url,
+            # gs:// data a request may name with this key, besides its staging prefix.
+            "allowed_gcs_uris": [f"gs://{BUCKET}/datasets/"],
             **overrides,
         }
 

@@ -224,8 +224,16 @@ def test_training_file_may_be_a_gs_uri(vertex: VertexStack) -> None:
     client.files.create(file=("t.jsonl", jsonl(CHAT_LINES)), purpose="fine-tune")
     staged = next(name for name in vertex.objects() if "/vertex/" in name)
     uri = f"gs://{BUCKET}/{staged}"
-    outside = f"gs://{BUCKET}/elsewhere.jsonl"
+    outside = f"gs://{BUCKET}/datasets/train.jsonl"  # under the key's allowed_gcs_uris
     vertex.google.gcs_url = None  # the fake would look for `outside`
+
+    # Anywhere else the config's project could read is refused before any Google call.
+    for refused in (f"gs://{BUCKET}/elsewhere.jsonl", f"gs://{BUCKET}/datasets/../x.jsonl"):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.fine_tuning.jobs.create(model=MODEL, training_file=refused)
+        assert caught.value.code == "resource_not_allowed"
+        assert caught.value.param == "training_file"
+    assert vertex.sent("POST", "/tuningJobs") == []
 
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=outside)
 
