@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from gateway.fields import origin_of
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.retry import POLICY_KEYS, CallPolicy, overlay
@@ -82,6 +83,9 @@ class GatewayKeyConfig(_Section, kw_only=True):
     # Virtual key used when a request names no provider, virtual key or config, so the
     # plain OpenAI SDK with only base_url and api_key set works.
     default_virtual_key: str | None = None
+    # The virtual keys this gateway key may use, by any route (headers, inline and named
+    # configs, managed mode's portkey_options); absent: every one.
+    virtual_keys: list[str] | None = None
 
 
 class RouteConfig(_Section, kw_only=True):
@@ -111,6 +115,8 @@ class VirtualKey:
     provider: type[Provider]
     settings: ProviderSettings
     policy: CallPolicy | None = None  # retries and timeouts; None for [upstream]'s
+    # Custom hosts a request may send this key's credentials to (``custom_hosts``).
+    custom_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,10 @@ class GatewayKey:
     name: str
     key: str
     default_virtual_key: str | None
+    virtual_keys: frozenset[str] | None = None  # None: every virtual key
+
+    def may_use(self, virtual_key: str) -> bool:
+        return self.virtual_keys is None or virtual_key in self.virtual_keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +152,8 @@ class Config:
     configs: dict[str, NamedConfig]
     # By the provider's slug (an alias in the file is resolved to it).
     provider_defaults: dict[str, ProviderSettings] = field(default_factory=dict)
+    # ``[providers.<slug>] custom_hosts``: where its settings' credentials may go too.
+    provider_custom_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def default(cls) -> Config:
@@ -198,7 +210,13 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             problems.append(
                 f"{path}.default_virtual_key: no virtual key named {gk.default_virtual_key!r}"
             )
-        gateway_keys.append(GatewayKey(name, gk.key, gk.default_virtual_key))
+        scope = None if gk.virtual_keys is None else frozenset(gk.virtual_keys)
+        for listed in gk.virtual_keys or ():
+            if listed not in top.virtual_keys:
+                problems.append(f"{path}.virtual_keys: no virtual key named {listed!r}")
+        if scope is not None and gk.default_virtual_key not in (None, *scope):
+            problems.append(f"{path}.default_virtual_key: not among its virtual_keys")
+        gateway_keys.append(GatewayKey(name, gk.key, gk.default_virtual_key, scope))
     if len({k.key for k in gateway_keys}) != len(gateway_keys):
         problems.append("gateway_keys: two gateway keys have the same key")
 
@@ -211,6 +229,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             configs[name] = named
 
     provider_defaults: dict[str, ProviderSettings] = {}
+    provider_custom_hosts: dict[str, tuple[str, ...]] = {}
     for slug, table in top.providers.items():
         path = f"providers.{slug}"
         provider = _provider(registry, slug, path, problems)
@@ -219,9 +238,12 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         if provider.slug in provider_defaults:
             problems.append(f"{path}: settings for '{provider.slug}' are given twice")
             continue
-        settings = _convert(table, provider.Settings, path, problems)
+        fields = dict(table) if isinstance(table, dict) else table
+        hosts = _custom_hosts(fields, path, problems)
+        settings = _convert(fields, provider.Settings, path, problems)
         if settings is not None:
             provider_defaults[provider.slug] = settings
+            provider_custom_hosts[provider.slug] = hosts
 
     # A value an unset variable left empty fails its own checks too: report it once.
     unset = {p.partition(": ")[0] for p in secret_problems}
@@ -237,6 +259,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         virtual_keys,
         configs,
         provider_defaults,
+        provider_custom_hosts=provider_custom_hosts,
     )
 
 
@@ -256,8 +279,26 @@ def _virtual_key(
     provider = _provider(registry, slug, f"{path}.provider", problems)
     if provider is None:
         return None
+    hosts = _custom_hosts(fields, path, problems)
     settings = _convert(fields, provider.Settings, path, problems)
-    return None if settings is None else VirtualKey(name, provider, settings, policy)
+    return None if settings is None else VirtualKey(name, provider, settings, policy, hosts)
+
+
+def _custom_hosts(fields: Any, path: str, problems: list[str]) -> tuple[str, ...]:
+    """Pop and check a table's ``custom_hosts``: http(s) origins its credentials may go to."""
+    if not isinstance(fields, dict):
+        return ()
+    hosts = fields.pop("custom_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        problems.append(f"{path}.custom_hosts: expected a list of URLs")
+        return ()
+    for i, host in enumerate(hosts):
+        if origin_of(host) is None:
+            problems.append(
+                f"{path}.custom_hosts[{i}]: {host!r} is not an http(s) URL with a host, "
+                "no user info and no control characters or spaces"
+            )
+    return tuple(h.rstrip("/") for h in hosts)
 
 
 def _named_config(

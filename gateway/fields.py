@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import Annotated, Literal
 
 import msgspec
+import yarl
 
 Kind = Literal["url", "host", "secret"]
 _KIND_KEY = "x-setting-kind"
@@ -88,3 +89,21 @@ def bad_destination_field(settings: msgspec.Struct) -> str | None:
         if has_control_or_space(value):
             return name
     return None
+
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin | None:
+    """``(scheme, host, port)`` of an http(s) URL, as the HTTP client will connect to it;
+    None for anything else (another scheme, no host, user info, controls or spaces)."""
+    if has_control_or_space(url):
+        return None
+    try:
+        parsed = yarl.URL(url)
+    except ValueError:
+        return None
+    if parsed.scheme not in ("http", "https") or not parsed.raw_host or parsed.user is not None:
+        return None
+    port = parsed.port if parsed.port is not None else (443 if parsed.scheme == "https" else 80)
+    return parsed.scheme, parsed.raw_host.lower().rstrip("."), port

@@ -12,12 +12,11 @@ reach internal addresses.
 from __future__ import annotations
 
 import hmac
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Any, TypeGuard
+from typing import Any
 
 import msgspec
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -25,7 +24,9 @@ from yarl import URL
 
 from gateway.addresses import allow_list, parse_address
 from gateway.config import Config, GatewayKey, VirtualKey
+from gateway.destinations import check_bound, invalid_url, keeps_config_secrets, refuse_controls
 from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.fields import bad_destination_field, fields_of_kind, kinds
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.resolver import check_resolved_name
@@ -79,9 +80,9 @@ def resolve_target(
     gk_name = gateway_key.name if gateway_key else None
     target: Target
     if raw := headers.get("x-portkey-config"):
-        target = _from_portkey_config(raw, config, registry, gk_name)
+        target = _from_portkey_config(raw, config, registry, gateway_key)
     elif name := headers.get("x-portkey-virtual-key"):
-        target = _from_virtual_key(name, config, gk_name, "x-portkey-virtual-key")
+        target = _from_virtual_key(name, config, gateway_key, "x-portkey-virtual-key")
     elif slug := headers.get("x-portkey-provider"):
         provider = registry.get(slug)
         provider_headers = _without_gateway_credentials(headers, config)
@@ -89,13 +90,16 @@ def resolve_target(
         if present and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(present[0])
         from_headers = provider.settings_from_headers(provider_headers)
-        _check_request_urls(from_headers, config.routing.custom_host_allowlist, inline=False)
+        _check_request_urls(from_headers, config.routing.custom_host_allowlist, _header_of)
         defaults = config.provider_defaults.get(provider.slug)
         settings = from_headers if defaults is None else _overlay(defaults, from_headers)
+        if defaults is not None and keeps_config_secrets(defaults, settings):
+            hosts = config.provider_custom_hosts.get(provider.slug, ())
+            check_bound(defaults, settings, hosts, param_of=_header_of)
         request_chosen = settings is not defaults
         target = Target(provider, settings, True, None, gk_name, request_chosen=request_chosen)
     elif gateway_key is not None and gateway_key.default_virtual_key:
-        target = _from_virtual_key(gateway_key.default_virtual_key, config, gk_name, None)
+        target = _from_virtual_key(gateway_key.default_virtual_key, config, gateway_key, None)
     else:
         raise BadRequest(
             "No provider chosen: send 'x-portkey-provider', 'x-portkey-virtual-key' or "
@@ -104,34 +108,33 @@ def resolve_target(
             code="missing_provider",
         )
     if host := headers.get("x-portkey-custom-host"):
-        check_custom_host(host, config.routing.custom_host_allowlist, "x-portkey-custom-host")
-        target = _with_custom_host(target, host)
+        target = _with_custom_host(target, host, config, "x-portkey-custom-host")
     return target
 
 
-# A setting whose value starts with a scheme is a URL the provider may call; a value that
-# merely contains one (a key file's JSON holding its token_uri) is the provider's to check.
-_LOOKS_LIKE_URL = re.compile(r"\s*[A-Za-z][A-Za-z0-9+.-]*://")
+def _header_of(setting: str) -> str:
+    return "x-portkey-" + setting.replace("_", "-")
 
 
-def _check_request_urls(settings: ProviderSettings, allowlist: list[str], *, inline: bool) -> None:
+def _check_request_urls(
+    settings: ProviderSettings, allowlist: list[str], param_of: Callable[[str], str]
+) -> None:
     """Hold every URL a request put in a provider's settings to the custom-host allow-list.
 
     Settings from an inline config or provider headers can carry URLs of their own
     (OpenAI's ``base_url``, an AWS ``endpoint_url``); left unchecked, any of them would
-    let a caller aim the gateway at an internal address.
+    let a caller aim the gateway at an internal address. Which settings are URLs is
+    declared by their type (``gateway.fields``), and no URL or host may hold a control
+    character or white space: clients strip or split on them, so the host checked would
+    not be the host called.
     """
-    for field in msgspec.structs.fields(settings):
-        value = getattr(settings, field.name)
-        if field.name == "custom_host" or value == field.default:
-            continue  # checked on its own, or the provider's own default (its real API)
-        if _is_url(value):
-            param = f"x-portkey-config.{field.name}" if inline else field.name
-            check_custom_host(value, allowlist, param)
-
-
-def _is_url(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and _LOOKS_LIKE_URL.match(value) is not None
+    bad = bad_destination_field(settings)
+    if bad is not None:
+        raise invalid_url(param_of(bad))
+    defaults = {field.name: field.default for field in msgspec.structs.fields(settings)}
+    for name, value in fields_of_kind(settings, "url"):
+        if name != "custom_host" and value != defaults[name]:  # the default: its real API
+            check_custom_host(value, allowlist, param_of(name))
 
 
 def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSettings:
@@ -154,6 +157,7 @@ def check_custom_host(url: str, allowlist: list[str], param: str) -> None:
     addresses (``2130706433``, ``0x7f000001``, ``127.1``, ``127.0.0.1.``) are names
     that nobody lists, so they are refused.
     """
+    refuse_controls(url, param)
     try:
         parsed = URL(url)
     except ValueError:
@@ -208,23 +212,23 @@ async def resolve_checked_target(
     return target
 
 
-async def check_overrides(
-    original: ProviderSettings, overridden: ProviderSettings, config: Config, *, param: str
+def check_overrides(
+    target: Target, overridden: ProviderSettings, config: Config, *, param: str
 ) -> None:
-    """Hold the URLs that overrides put in a virtual key's settings to the allow-list.
+    """Hold the destinations that overrides put in a virtual key's settings to its own.
 
     Overrides come from a request (managed mode's ``portkey_options``, named as headers:
-    ``x-portkey-custom-host``), so a URL among them is the request's, like any other.
+    ``x-portkey-custom-host``) while the credentials are the virtual key's: a changed
+    URL must be one of its ``custom_hosts``, as any request-chosen host must.
     """
-    allowlist = config.routing.custom_host_allowlist
-    with _noting_names() as names:
-        for field in msgspec.structs.fields(overridden):
-            value = getattr(overridden, field.name)
-            if value != getattr(original, field.name) and _is_url(value):
-                # Named beside the option that chose the target (portkey_options.x-portkey-...).
-                option = "x-portkey-" + field.name.replace("_", "-")
-                check_custom_host(value, allowlist, f"{param.rpartition('.')[0] or param}.{option}")
-    await _check_names(names, config)
+    vk = config.virtual_keys.get(target.virtual_key or "")
+    hosts = vk.custom_hosts if vk is not None else ()
+    # Named beside the option that chose the target (portkey_options.x-portkey-...).
+    prefix = param.rpartition(".")[0] or param
+    bad = bad_destination_field(overridden)
+    if bad is not None:
+        raise invalid_url(f"{prefix}.{_header_of(bad)}")
+    check_bound(target.settings, overridden, hosts, param_of=lambda n: f"{prefix}.{_header_of(n)}")
 
 
 @contextmanager
@@ -247,12 +251,16 @@ async def _check_names(names: list[tuple[str, str]], config: Config) -> None:
             await check_resolved_name(host, allowlist, timeout=timeout, param=param)
 
 
-def target_of_virtual_key(name: str, config: Config, *, param: str) -> Target:
+def target_of_virtual_key(
+    name: str, config: Config, gateway_key: GatewayKey | None, *, param: str
+) -> Target:
     """The target a virtual key of the config names (for providers acting for a caller)."""
-    return _from_virtual_key(name, config, None, param)
+    return _from_virtual_key(name, config, gateway_key, param)
 
 
-def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str | None) -> Target:
+def _from_virtual_key(
+    name: str, config: Config, gateway_key: GatewayKey | None, param: str | None
+) -> Target:
     vk: VirtualKey | None = config.virtual_keys.get(name)
     if vk is None:
         raise BadRequest(
@@ -260,14 +268,29 @@ def _from_virtual_key(name: str, config: Config, gk_name: str | None, param: str
             param=param or "x-portkey-virtual-key",
             code="unknown_virtual_key",
         )
+    _check_scope(gateway_key, vk.name, param)
+    gk_name = gateway_key.name if gateway_key else None
     return Target(vk.provider, vk.settings, False, vk.name, gk_name, vk.policy)
 
 
+def _check_scope(gateway_key: GatewayKey | None, virtual_key: str, param: str | None) -> None:
+    """A gateway key with a ``virtual_keys`` list uses those only, by every route."""
+    if gateway_key is not None and not gateway_key.may_use(virtual_key):
+        raise Forbidden(
+            f"This gateway key may not use the virtual key '{virtual_key}'",
+            param=param or "x-portkey-virtual-key",
+            code="virtual_key_not_allowed",
+        )
+
+
 def _from_portkey_config(
-    raw: str, config: Config, registry: Registry, gk_name: str | None
+    raw: str, config: Config, registry: Registry, gateway_key: GatewayKey | None
 ) -> Target:
+    gk_name = gateway_key.name if gateway_key else None
     named = config.configs.get(raw)
     if named is not None:  # from the config file: resolved and trusted at load time
+        if named.virtual_key is not None:
+            _check_scope(gateway_key, named.virtual_key, "x-portkey-config")
         return Target(
             named.provider, named.settings, False, named.virtual_key, gk_name, named.policy
         )
@@ -282,7 +305,7 @@ def _from_portkey_config(
                 param=f"{param}.{next(iter(settings_fields))}",
                 code="invalid_config",
             )
-        target = _from_virtual_key(str(fields["virtual_key"]), config, gk_name, param)
+        target = _from_virtual_key(str(fields["virtual_key"]), config, gateway_key, param)
     elif isinstance(fields.get("provider"), str):
         provider = registry.get(fields["provider"])
         if settings_fields and not provider.request_settings:
@@ -294,14 +317,23 @@ def _from_portkey_config(
             )
         if settings_fields and not config.routing.accept_header_credentials:
             raise _header_credentials_refused(param)
+        destinations = kinds(provider.Settings)
+        for name, value in settings_fields.items():
+            if destinations.get(name) in ("url", "host") and isinstance(value, str):
+                refuse_controls(value, f"{param}.{name}")
         try:
             settings = msgspec.convert(settings_fields, provider.Settings)
         except msgspec.ValidationError as exc:
             raise _config_error(exc, param) from None
-        _check_request_urls(settings, config.routing.custom_host_allowlist, inline=True)
+        _check_request_urls(
+            settings, config.routing.custom_host_allowlist, lambda name: f"{param}.{name}"
+        )
         defaults = config.provider_defaults.get(provider.slug)
         if defaults is not None:
             settings = _overlay(defaults, settings)
+            if keeps_config_secrets(defaults, settings):
+                hosts = config.provider_custom_hosts.get(provider.slug, ())
+                check_bound(defaults, settings, hosts, param_of=lambda n: f"{param}.{n}")
         target = Target(provider, settings, True, None, gk_name, request_chosen=True)
     else:
         raise BadRequest(
@@ -317,8 +349,7 @@ def _from_portkey_config(
         target = replace(target, policy=policy)
     custom_host = fields.get("custom_host")
     if isinstance(custom_host, str):
-        check_custom_host(custom_host, config.routing.custom_host_allowlist, param)
-        target = _with_custom_host(target, custom_host)
+        target = _with_custom_host(target, custom_host, config, f"{param}.custom_host")
     return target
 
 
@@ -351,9 +382,30 @@ def _config_error(exc: msgspec.ValidationError, param: str) -> BadRequest:
     )
 
 
-def _with_custom_host(target: Target, host: str) -> Target:
+def _with_custom_host(target: Target, host: str, config: Config, param: str) -> Target:
+    """The target with a request-chosen custom host, which must be one of the virtual
+    key's ``custom_hosts`` when the credentials are the config's (``gateway.destinations``),
+    and on the allow-list when they are the request's own."""
+    refuse_controls(host, param)
     settings = msgspec.structs.replace(target.settings, custom_host=host.rstrip("/"))
+    bound_to = _credential_hosts(target, config)
+    if bound_to is None:
+        check_custom_host(host, config.routing.custom_host_allowlist, param)
+    else:
+        check_bound(target.settings, settings, bound_to, param_of=lambda _: param)
     return replace(target, settings=settings, request_chosen=True)
+
+
+def _credential_hosts(target: Target, config: Config) -> tuple[str, ...] | None:
+    """The custom hosts the config lists for the target's credentials; None when it
+    carries none of the config's (all of them came with the request)."""
+    if not target.caller_credentials:
+        vk = config.virtual_keys.get(target.virtual_key or "")
+        return vk.custom_hosts if vk is not None else ()
+    defaults = config.provider_defaults.get(target.provider.slug)
+    if defaults is not None and keeps_config_secrets(defaults, target.settings):
+        return config.provider_custom_hosts.get(target.provider.slug, ())
+    return None
 
 
 def _header_credentials_refused(header: str) -> Forbidden:

@@ -264,7 +264,15 @@ def test_upstream_unreachable_is_502(stack: Stack) -> None:
     with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = stack.client(default_headers={"x-portkey-custom-host": f"http://127.0.0.1:{port}/v1"})
+    # The caller's own key to a host of its choosing (a virtual key's never goes to one).
+    client = stack.client(
+        api_key=UPSTREAM_KEY,
+        default_headers={
+            "x-portkey-provider": "openai",
+            "x-portkey-api-key": GATEWAY_KEY,
+            "x-portkey-custom-host": f"http://127.0.0.1:{port}/v1",
+        },
+    )
     with pytest.raises(openai.InternalServerError) as caught:
         client.fine_tuning.jobs.list()
     assert caught.value.status_code == 502
@@ -443,7 +451,9 @@ async def test_download_cut_mid_stream_upstream_is_an_incomplete_body_for_the_cl
             async with http.get(
                 f"{stack.gateway_url}/files/file-abc/content",
                 headers={
-                    "Authorization": f"Bearer {GATEWAY_KEY}",
+                    "Authorization": f"Bearer {UPSTREAM_KEY}",
+                    "x-portkey-api-key": GATEWAY_KEY,
+                    "x-portkey-provider": "openai",
                     "x-portkey-custom-host": broken_url + "/v1",
                 },
             ) as response:

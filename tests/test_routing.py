@@ -114,8 +114,21 @@ def test_resolve_target_refuses_header_credentials_where_config_forbids(
     )
 
 
-def test_resolve_target_custom_host_applies_to_any_target(registry: Registry) -> None:
-    config = _config(registry, custom_host_allowlist=["127.0.0.1"])
+def test_resolve_target_custom_host_takes_a_virtual_keys_credentials_only_where_listed(
+    registry: Registry,
+) -> None:
+    raw = {
+        "routing": {"accept_header_credentials": True, "custom_host_allowlist": ["127.0.0.1"]},
+        "gateway_keys": {"a": {"key": KEY_A, "default_virtual_key": "vk-default"}},
+        "virtual_keys": {
+            "vk-default": {
+                "provider": "openai",
+                "api_key": "sk-default",
+                "custom_hosts": ["http://127.0.0.1:9000"],
+            },
+        },
+    }
+    config = parse_config(raw, registry, {})
     target = _resolve(
         registry,
         config,
@@ -124,6 +137,16 @@ def test_resolve_target_custom_host_applies_to_any_target(registry: Registry) ->
     )
     assert target.settings.custom_host == "http://127.0.0.1:9000/v1"
     assert target.settings.api_key == "sk-default"
+    # Another port of the same allowed address is another destination: not for this key.
+    with pytest.raises(BadRequest) as caught:
+        _resolve(
+            registry,
+            config,
+            authorization=f"Bearer {KEY_A}",
+            x_portkey_custom_host="http://127.0.0.1:9001/v1",
+        )
+    assert caught.value.code == "custom_host_not_allowed_for_virtual_key"
+    assert caught.value.param == "x-portkey-custom-host"
 
 
 def test_resolve_target_holds_urls_in_request_settings_to_the_allow_list(

@@ -126,12 +126,19 @@ async def get_jobs(gateway: str, headers: dict[str, str]) -> tuple[int, dict[str
         return response.status, await response.json()
 
 
+# With the caller's own credentials: a virtual key's never go to a request-chosen host
+# at all (tests/security/test_credentials_bound.py), so the allow-list is what is tested.
 def header_custom_host(url: str) -> dict[str, str]:
-    return {"x-portkey-virtual-key": "openai-main", "x-portkey-custom-host": url}
+    return {
+        "x-portkey-provider": "openai",
+        "authorization": "Bearer sk-caller-key",
+        "x-portkey-custom-host": url,
+    }
 
 
 def inline_custom_host(url: str) -> dict[str, str]:
-    return {"x-portkey-config": json.dumps({"virtual_key": "openai-main", "custom_host": url})}
+    config = {"provider": "openai", "api_key": "sk-inline-key", "custom_host": url}
+    return {"x-portkey-config": json.dumps(config)}
 
 
 def inline_base_url(url: str) -> dict[str, str]:
@@ -141,7 +148,7 @@ def inline_base_url(url: str) -> dict[str, str]:
 
 PLACES: list[tuple[Callable[[str], dict[str, str]], str]] = [
     (header_custom_host, "x-portkey-custom-host"),
-    (inline_custom_host, "x-portkey-config"),
+    (inline_custom_host, "x-portkey-config.custom_host"),
     (inline_base_url, "x-portkey-config.base_url"),
 ]
 

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import keys
+from gateway.config import GatewayKey
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
 from gateway.provider import PageQuery, Provider
 from gateway.retry import policy_applied
@@ -40,7 +41,7 @@ async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
     request[keys.PROVIDER] = target.provider.slug
     scope = CallScope(
         owner=gateway_key.name if gateway_key else None,
-        open_target=partial(_open_virtual_key, app),
+        open_target=partial(_open_virtual_key, app, gateway_key),
     )
     policy = target.policy or app[keys.CONFIG].upstream
     async with entered(scope), policy_applied(policy), app[keys.POOL].use(target) as provider:
@@ -49,11 +50,18 @@ async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
 
 @asynccontextmanager
 async def _open_virtual_key(
-    app: web.Application, name: str, overrides: Mapping[str, str], *, param: str
+    app: web.Application,
+    gateway_key: GatewayKey | None,
+    name: str,
+    overrides: Mapping[str, str],
+    *,
+    param: str,
 ) -> AsyncIterator[Provider]:
-    target = target_of_virtual_key(name, app[keys.CONFIG], param=param)
+    """A virtual key's provider for a provider acting for the caller (managed mode),
+    under the caller's gateway key scope and the virtual key's own destinations."""
+    target = target_of_virtual_key(name, app[keys.CONFIG], gateway_key, param=param)
     settings = with_overrides(target.settings, overrides)
-    await check_overrides(target.settings, settings, app[keys.CONFIG], param=param)
+    check_overrides(target, settings, app[keys.CONFIG], param=param)
     target.provider.check_overrides(target.settings, settings, param=param)
     # The virtual key's policy without the request's clock: a provider acting for a caller
     # (managed mode) may use the target after the request is answered (staging).

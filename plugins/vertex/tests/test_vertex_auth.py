@@ -156,11 +156,19 @@ def test_callers_own_revoked_key_is_a_401(
 
 
 def test_custom_host_replaces_the_virtual_keys_endpoint(vertex: VertexStack) -> None:
-    gateway = vertex.start_gateway(vertex.config(endpoint_url="http://127.0.0.1:9"))
+    config = vertex.config(endpoint_url="http://127.0.0.1:9", custom_hosts=[vertex.google_url])
+    gateway = vertex.start_gateway(config)
     client = vertex.client(
         base_url=gateway, default_headers={"x-portkey-custom-host": vertex.google_url}
     )
     assert client.fine_tuning.jobs.list().data == []
+    # The key's credentials go to the hosts it lists, and nowhere else.
+    elsewhere = vertex.client(
+        base_url=gateway, default_headers={"x-portkey-custom-host": "http://127.0.0.1:9/"}
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        elsewhere.fine_tuning.jobs.list()
+    assert caught.value.code == "custom_host_not_allowed_for_virtual_key"
     with pytest.raises(openai.InternalServerError):
         vertex.client(base_url=gateway).fine_tuning.jobs.list()  # the dead endpoint
 
