@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
-from gateway.fields import origin_of
+from gateway.fields import Url, origin_of
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.retry import POLICY_KEYS, CallPolicy, overlay
@@ -93,7 +93,7 @@ class RouteConfig(_Section, kw_only=True):
 
     virtual_key: str | None = None
     provider: str | None = None
-    custom_host: str | None = None
+    custom_host: Url | None = None
 
 
 class _FileConfig(_Section, kw_only=True):
