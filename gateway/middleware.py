@@ -74,20 +74,39 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _log_access(request: web.Request, status: int, seconds: float) -> None:
-    # Only fields the gateway chose: never headers or bodies, which carry secrets.
+    # Only fields the gateway chose: never headers or bodies, which carry secrets. Those
+    # a caller or an upstream can shape (the decoded path, an upstream's request id) are
+    # escaped, so one request is always one line of space-separated fields.
     upstream = request.get(keys.UPSTREAM_SECONDS)
     access_log.info(
         "request_id=%s method=%s path=%s provider=%s status=%d upstream_ms=%s total_ms=%.2f"
         " upstream_request_id=%s",
-        request[keys.REQUEST_ID],
-        request.method,
-        request.path,
-        request.get(keys.PROVIDER, "-"),
+        log_field(request[keys.REQUEST_ID]),
+        log_field(request.method),
+        log_field(request.path),
+        log_field(request.get(keys.PROVIDER, "-")),
         status,
         "-" if upstream is None else f"{upstream * 1000:.2f}",
         seconds * 1000,
-        (request.get(keys.UPSTREAM_REQUEST_IDS) or ["-"])[-1],
+        log_field((request.get(keys.UPSTREAM_REQUEST_IDS) or ["-"])[-1]),
     )
+
+
+# Printable ASCII but the characters that would make a field ambiguous: "%" (the escape
+# itself), quotes and backslash (for log shippers that parse them), "=" stays (key=value).
+_PLAIN = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('%"\\')
+
+
+def log_field(value: str) -> str:
+    """``value`` with every other character percent-encoded (UTF-8), as in a URL: no
+    CR, LF, space or other control can split or forge a log line."""
+    if all(ch in _PLAIN for ch in value):
+        return value or "-"
+    return "".join(ch if ch in _PLAIN else _percent(ch) for ch in value)
+
+
+def _percent(ch: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogatepass"))
 
 
 @web.middleware

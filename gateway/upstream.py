@@ -244,7 +244,14 @@ async def send(
 
     Retried by the request's policy when the call may be repeated: ``idempotent`` (by
     default, by the method) and a body that can be sent again (bytes, not a stream).
+
+    Redirects are never followed: the allow-list and the credentials' destinations were
+    checked for this URL, not for wherever an upstream answer points. A 3xx answer is a
+    502 ``upstream_redirect``, unless the caller passed ``allow_redirects=False`` itself
+    to read 3xx answers as answers (Cloud Storage's resumable uploads answer 308).
     """
+    redirects_are_answers = kwargs.get("allow_redirects") is False
+    kwargs["allow_redirects"] = False
     policy = current_policy()
     kwargs.setdefault(
         "timeout",
@@ -266,7 +273,22 @@ async def send(
             discard=lambda answer: answer.release(),
         )
     _note_response(response)
+    if not redirects_are_answers and response.status in REDIRECTS:
+        response.release()
+        raise redirect_refused(provider, response.status)
     return response
+
+
+# The statuses with which an HTTP client would follow a Location (RFC 9110, 15.4).
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def redirect_refused(provider: str, status: int) -> UpstreamError:
+    # The Location is not named: it is the upstream's to choose, and may carry anything.
+    return UpstreamError(
+        f"{provider} answered {status}, a redirect; the gateway never follows redirects",
+        code="upstream_redirect",
+    )
 
 
 def connection_failure(exc: BaseException) -> Failure | None:
@@ -363,6 +385,8 @@ async def _lean_call(
             answer_failure=_answer_failure,
         )
     _note_response(answer)
+    if answer.status in REDIRECTS:  # the lean client never follows one either
+        raise redirect_refused(provider, answer.status)
     return answer
 
 
