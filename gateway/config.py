@@ -49,8 +49,12 @@ class ServerConfig(_Section, kw_only=True):
 class LimitsConfig(_Section, kw_only=True):
     # JSON bodies (create job) are small; a large one is a mistake or an attack.
     max_json_body_bytes: int = 1 * MiB
+    # Arrays and objects nested deeper in a JSON body or inline config: a 400.
+    max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=256)] = 32
     # Uploads stream, so this bounds disk and upstream use, not the gateway's memory.
     max_upload_bytes: int = 8 * 1024 * MiB
+    # Content-Encoding (gzip, ...) on uploads; off: a 415. On, decoded bytes are counted.
+    accept_compressed_uploads: bool = False
     # The request line and each header field (name and value); aiohttp's own default.
     max_header_bytes: Count = 8190
     max_header_count: Count = 128

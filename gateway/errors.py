@@ -99,6 +99,11 @@ class PayloadTooLarge(GatewayError):
     type = "invalid_request_error"
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type = "invalid_request_error"
+
+
 class Unprocessable(GatewayError):
     status = 422
     type = "invalid_request_error"

@@ -50,10 +50,18 @@ def describe(exc: Exception) -> str:
         return f"not valid JSON ({exc})"
     if isinstance(exc, msgspec.ValidationError):
         return str(exc)
+    if isinstance(exc, RecursionError):  # msgspec's own guard, on decoding or encoding
+        return "nested too deeply"
     return str(exc) or type(exc).__name__
 
 
-LINE_ERRORS = (LineInvalid, msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError)
+LINE_ERRORS = (
+    LineInvalid,
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    UnicodeDecodeError,
+    RecursionError,
+)
 
 
 class LineSplitter:

@@ -27,6 +27,7 @@ from gateway.config import Config, GatewayKey, VirtualKey
 from gateway.destinations import check_bound, invalid_url, keeps_config_secrets, refuse_controls
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.fields import bad_destination_field, fields_of_kind, kinds
+from gateway.json_depth import decode_bounded
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.resolver import check_resolved_name
@@ -295,7 +296,7 @@ def _from_portkey_config(
             named.provider, named.settings, False, named.virtual_key, gk_name, named.policy
         )
     param = "x-portkey-config"
-    fields = _inline_config(raw, param)
+    fields = _inline_config(raw, param, config.limits.max_json_depth)
     policy_fields = {k: fields.pop(k) for k in INLINE_POLICY_KEYS & fields.keys()}
     settings_fields = {k: v for k, v in fields.items() if k not in _ROUTE_KEYS}
     if fields.get("virtual_key"):
@@ -353,10 +354,10 @@ def _from_portkey_config(
     return target
 
 
-def _inline_config(raw: str, param: str) -> dict[str, Any]:
+def _inline_config(raw: str, param: str, max_depth: int) -> dict[str, Any]:
     """An inline Portkey config: a JSON object using only the features implemented here."""
     try:
-        fields = msgspec.json.decode(raw.encode())
+        fields = decode_bounded(raw.encode(), max_depth=max_depth, param=param, what=f"'{param}'")
     except msgspec.DecodeError:
         raise BadRequest(
             f"'{param}' is neither the name of a config nor a JSON object",

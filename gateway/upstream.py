@@ -407,7 +407,7 @@ def _checked_json(body: bytes, status: int, provider: str) -> msgspec.Raw:
     try:
         # Decoding into Raw checks the whole document without building its objects.
         msgspec.json.decode(body, type=msgspec.Raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # RecursionError: nested past all reason
         raise UpstreamError(
             f"{provider} answered {status} with a body that is not JSON",
             code="upstream_bad_response",

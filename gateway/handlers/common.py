@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway import keys
 from gateway.config import GatewayKey
 from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from gateway.json_depth import decode_bounded
 from gateway.provider import PageQuery, Provider
 from gateway.retry import policy_applied
 from gateway.routing import check_overrides, resolve_checked_target, target_of_virtual_key
@@ -115,7 +116,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
         if len(body) > limit:
             raise _too_large(limit)
     try:
-        value = msgspec.json.decode(body)
+        depth = request.app[keys.CONFIG].limits.max_json_depth
+        value = decode_bounded(bytes(body), max_depth=depth, param=None, what="The body")
     except msgspec.DecodeError:
         raise BadRequest(
             "We could not parse the JSON body of your request: it is not valid JSON",

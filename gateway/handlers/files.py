@@ -19,7 +19,13 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import keys
-from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RateLimited
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    PayloadTooLarge,
+    RateLimited,
+    UnsupportedMediaType,
+)
 from gateway.handlers.common import (
     answer,
     body_read,
@@ -96,6 +102,25 @@ async def _part_chunks(
         yield chunk
 
 
+def _check_encoding(encoding: str | None, request: web.Request | None, param: str) -> None:
+    """Refuse a compressed upload: a few hundred KiB of gzip can inflate to gigabytes.
+
+    aiohttp decodes a request's Content-Encoding as it reads, so where the config accepts
+    compressed uploads (``limits.accept_compressed_uploads``) every size limit counts the
+    decoded bytes. A compressed part inside the form is never accepted.
+    """
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return
+    if request is not None and request.app[keys.CONFIG].limits.accept_compressed_uploads:
+        return
+    raise UnsupportedMediaType(
+        f"Compressed uploads (Content-Encoding: {encoding.strip()[:32]}) are not accepted: "
+        "send the file as it is",
+        param=param,
+        code="unsupported_content_encoding",
+    )
+
+
 def _malformed(exc: ValueError) -> BadRequest:
     return BadRequest(f"Malformed multipart body: {exc}", param="file", code="invalid_multipart")
 
@@ -126,6 +151,7 @@ async def upload_file(request: web.Request) -> web.Response:
             param="file",
             code="invalid_content_type",
         )
+    _check_encoding(request.headers.get("Content-Encoding"), request, "Content-Encoding")
     slots = request.app[_UPLOAD_SLOTS]
     if slots.locked():
         # Refused before a byte of the body is read: the client retries it whole.
@@ -162,6 +188,9 @@ async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -
                 continue
             if spool is not None:
                 raise BadRequest("Send exactly one 'file' part", param="file", code="invalid_file")
+            # aiohttp hands a part's bytes on as sent: a compressed part would be
+            # stored compressed, unchecked. Refused whatever the config says.
+            _check_encoding(part.headers.get("Content-Encoding"), None, "file")
             filename = part.filename or "upload.jsonl"
             content_type = part.headers.get("Content-Type", "application/octet-stream")
             purpose = _purpose(fields)
