@@ -60,6 +60,12 @@ class LimitsConfig(_Section, kw_only=True):
     max_header_count: Count = 128
     # Uploads being received at once, per process; one more is a 429 with Retry-After.
     max_concurrent_uploads: Count = 32
+    # Of those, the most one caller (a gateway key; an address on an open gateway) holds.
+    max_concurrent_uploads_per_key: Count = 8
+    # After the grace period, an upload whose average rate falls below this is a 408
+    # (0: no floor); the grace covers a slow start (TLS, a provider's first answer).
+    min_upload_bytes_per_second: Annotated[int, msgspec.Meta(ge=0)] = 16 * 1024
+    upload_rate_grace_seconds: Seconds = 10.0
     # A connection must deliver a request's complete headers within this many seconds of
     # opening, or of the end of its previous request (so it also closes idle keep-alive
     # connections): a client trickling headers in (slowloris) is cut off.

@@ -39,8 +39,10 @@ def _config(upstream_url: str) -> str:
 access_log = false
 
 [limits]
-# All the burst's uploads at once (the default, 32, would answer the rest 429).
+# All the burst's uploads at once, from one key (the defaults, 32 and 8 per key, would
+# answer the rest 429).
 max_concurrent_uploads = {REQUESTS}
+max_concurrent_uploads_per_key = {REQUESTS}
 
 [gateway_keys.load]
 key = "{GATEWAY_KEY}"

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.config import GatewayKey
-from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout
+from gateway.errors import BadRequest, GatewayError, PayloadTooLarge, RequestTimeout
 from gateway.json_depth import decode_bounded
 from gateway.provider import PageQuery, Provider
 from gateway.retry import policy_applied
@@ -128,13 +128,26 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     return value
 
 
-async def body_read(request: web.Request, read: Awaitable[T]) -> T:
+async def body_read(
+    request: web.Request,
+    read: Awaitable[T],
+    *,
+    within: float | None = None,
+    too_slow: Callable[[], GatewayError] | None = None,
+) -> T:
     """One read of the request body, cut off after limits.client_body_timeout of silence.
 
     A client that stalls mid-body must not hold its connection, an upload slot and an
-    upload in progress upstream for ever.
+    upload in progress upstream for ever. ``within`` shortens the wait (an upload's
+    minimum rate), ending it with ``too_slow()`` when it is the shorter.
     """
     timeout = request.app[keys.CONFIG].limits.client_body_timeout
+    if within is not None and within < timeout and too_slow is not None:
+        try:
+            async with asyncio.timeout(within):
+                return await read
+        except TimeoutError:
+            raise too_slow() from None
     try:
         async with asyncio.timeout(timeout):
             return await read

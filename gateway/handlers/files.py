@@ -23,7 +23,6 @@ from gateway.errors import (
     BadRequest,
     GatewayError,
     PayloadTooLarge,
-    RateLimited,
     UnsupportedMediaType,
 )
 from gateway.handlers.common import (
@@ -35,6 +34,7 @@ from gateway.handlers.common import (
     provider_for,
     timed,
 )
+from gateway.handlers.upload_limits import RateFloor, UploadSlots, caller_of
 from gateway.provider import FileUpload, Provider
 
 FILE_ID = "file_id"
@@ -43,10 +43,8 @@ _MAX_FIELD_BYTES = 64 * 1024
 # OpenAI's upload takes purpose and expires_after[anchor|seconds]: a form with many more
 # fields is not an upload, and each one costs memory until the file part comes.
 _MAX_FIELDS = 16
-# Uploads being received now, at most limits.max_concurrent_uploads (per process).
-_UPLOAD_SLOTS = web.AppKey("upload_slots", asyncio.Semaphore)
-# Seconds a client turned away for lack of a slot is told to wait: an upload lasts a while.
-_RETRY_UPLOAD_AFTER = 5
+# Uploads being received now, shared fairly between callers (see upload_limits).
+_UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 
 
 class _UploadBody:
@@ -56,6 +54,8 @@ class _UploadBody:
         self.request = request
         self.limit = request.app[keys.CONFIG].limits.max_upload_bytes
         self.received = 0
+        self.seen = 0  # every byte of the body so far, form fields included: for the rate
+        self.floor = RateFloor(request.app[keys.CONFIG].limits)
         self._metrics = request.app[keys.METRICS]
         self._provider = request.get(keys.PROVIDER, "")
         # Set when the limit is passed, so the handler reports it whatever the provider
@@ -76,7 +76,7 @@ class _UploadBody:
 
     async def stream(self, part: BodyPartReader) -> AsyncIterator[bytes]:
         try:
-            async for chunk in _part_chunks(self.request, part, _CHUNK):
+            async for chunk in _part_chunks(self.request, part, _CHUNK, self):
                 self.count(chunk)
                 yield chunk
         except GatewayError as exc:  # broken, or stalled (limits.client_body_timeout)
@@ -85,12 +85,20 @@ class _UploadBody:
 
 
 async def _part_chunks(
-    request: web.Request, part: BodyPartReader, size: int
+    request: web.Request, part: BodyPartReader, size: int, body: _UploadBody
 ) -> AsyncIterator[bytes]:
-    """A part's bytes; a broken or unterminated part is a 400, never a short success."""
+    """A part's bytes; a broken or unterminated part is a 400, never a short success.
+
+    Each read must come in time to keep the upload's minimum rate (``RateFloor``).
+    """
     while True:
         try:
-            chunk = await body_read(request, part.read_chunk(size))
+            chunk = await body_read(
+                request,
+                part.read_chunk(size),
+                within=body.floor.wait_allowed(body.seen),
+                too_slow=lambda: body.floor.too_slow(body.seen),
+            )
         except ValueError as exc:  # aiohttp's word for a broken multipart body
             raise _malformed(exc) from None
         if not chunk:
@@ -99,6 +107,7 @@ async def _part_chunks(
                 # must not reach the provider as if it were whole.
                 raise _malformed(ValueError(f"part '{part.name}' is not terminated"))
             return
+        body.seen += len(chunk)
         yield chunk
 
 
@@ -152,17 +161,9 @@ async def upload_file(request: web.Request) -> web.Response:
             code="invalid_content_type",
         )
     _check_encoding(request.headers.get("Content-Encoding"), request, "Content-Encoding")
-    slots = request.app[_UPLOAD_SLOTS]
-    if slots.locked():
-        # Refused before a byte of the body is read: the client retries it whole.
-        raise RateLimited(
-            "This gateway is receiving as many uploads as it takes at once "
-            "(limits.max_concurrent_uploads): retry shortly",
-            code="too_many_uploads",
-            headers={"Retry-After": str(_RETRY_UPLOAD_AFTER)},
-        )
-    async with slots, provider_for(request) as provider:
-        return await _upload(request, provider, _UploadBody(request))
+    with request.app[_UPLOAD_SLOTS].taken(caller_of(request)):
+        async with provider_for(request) as provider:
+            return await _upload(request, provider, _UploadBody(request))
 
 
 async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -> web.Response:
@@ -184,7 +185,7 @@ async def _upload(request: web.Request, provider: Provider, body: _UploadBody) -
                         param="file",
                         code="too_many_parts",
                     )
-                fields.append((_field_name(part), await _field_text(request, part)))
+                fields.append((_field_name(part), await _field_text(request, part, body)))
                 continue
             if spool is not None:
                 raise BadRequest("Send exactly one 'file' part", param="file", code="invalid_file")
@@ -230,7 +231,7 @@ async def _send(
     if reader is not None:
         # Fields after the file arrived too late to go with it: undo the upload rather
         # than drop them silently.
-        trailing = await _trailing_fields(request, reader)
+        trailing = await _trailing_fields(request, reader, body)
         if trailing:
             uploaded_id = _id_of(result)
             if uploaded_id is not None:
@@ -244,12 +245,14 @@ async def _send(
     return answer(result)
 
 
-async def _trailing_fields(request: web.Request, reader: MultipartReader) -> list[str]:
+async def _trailing_fields(
+    request: web.Request, reader: MultipartReader, body: _UploadBody
+) -> list[str]:
     names: list[str] = []
     while (part := await _next_part(request, reader)) is not None:
         if isinstance(part, BodyPartReader):
             names.append(part.name or "(unnamed)")
-            async for _ in _part_chunks(request, part, _CHUNK):
+            async for _ in _part_chunks(request, part, _CHUNK, body):
                 pass  # read and dropped, each read bounded by the body timeout
         else:
             names.append("(nested)")
@@ -303,9 +306,9 @@ def _field_name(part: BodyPartReader) -> str:
     return name
 
 
-async def _field_text(request: web.Request, part: BodyPartReader) -> str:
+async def _field_text(request: web.Request, part: BodyPartReader, body: _UploadBody) -> str:
     data = bytearray()
-    async for chunk in _part_chunks(request, part, 8192):
+    async for chunk in _part_chunks(request, part, 8192, body):
         data += chunk
         if len(data) > _MAX_FIELD_BYTES:
             raise BadRequest(f"Form field '{part.name}' is too long", param=part.name)
@@ -367,7 +370,7 @@ async def file_content(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    app[_UPLOAD_SLOTS] = asyncio.Semaphore(app[keys.CONFIG].limits.max_concurrent_uploads)
+    app[_UPLOAD_SLOTS] = UploadSlots(app[keys.CONFIG].limits)
     item = "/v1/files/{" + FILE_ID + "}"
     app.router.add_post("/v1/files", upload_file)
     app.router.add_get("/v1/files", list_files)
