@@ -12,6 +12,7 @@ from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
 from gateway.http1 import Http1Pool
+from gateway.line_budget import LineBudget, LineLimits
 from gateway.metrics import CONTENT_TYPE, Metrics
 from gateway.middleware import (
     add_request_id,
@@ -33,6 +34,10 @@ def make_app(
     app[keys.CONFIG] = config
     app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
     app[keys.METRICS] = Metrics(worker)
+    limits = config.limits
+    app[keys.LINE_LIMITS] = LineLimits(
+        limits.max_line_bytes, LineBudget(limits.line_buffer_budget_bytes)
+    )
     app.cleanup_ctx.append(_upstream_session)
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/health", health)

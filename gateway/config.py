@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 from gateway.fields import Url, origin_of
+from gateway.line_budget import HELD_PER_BYTE
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.retry import POLICY_KEYS, CallPolicy, overlay
@@ -53,6 +54,10 @@ class LimitsConfig(_Section, kw_only=True):
     max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=256)] = 32
     # Uploads stream, so this bounds disk and upstream use, not the gateway's memory.
     max_upload_bytes: int = 8 * 1024 * MiB
+    # Longest training-file line, and the bytes of unfinished lines a process holds at once
+    # (see gateway/line_budget.py): over the first is a 400, the second spent a 429.
+    max_line_bytes: Count = 32 * MiB
+    line_buffer_budget_bytes: Count = 256 * MiB
     # Content-Encoding (gzip, ...) on uploads; off: a 415. On, decoded bytes are counted.
     accept_compressed_uploads: bool = False
     # The request line and each header field (name and value); aiohttp's own default.
@@ -201,6 +206,14 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             sections[key] = getattr(part, key)
     top = _FileConfig(**sections)
     _check_allowlist(top.routing.custom_host_allowlist, problems)
+    limits = top.limits
+    if limits.line_buffer_budget_bytes < HELD_PER_BYTE * limits.max_line_bytes:
+        # Else a file whose longest line is allowed could never be taken, even alone.
+        problems.append(
+            f"limits.line_buffer_budget_bytes: must be at least {HELD_PER_BYTE} times "
+            f"limits.max_line_bytes ({HELD_PER_BYTE * limits.max_line_bytes}), what one "
+            "line of the longest allowed length holds while it is decoded"
+        )
 
     virtual_keys: dict[str, VirtualKey] = {}
     for name, table in top.virtual_keys.items():

@@ -16,11 +16,9 @@ from collections.abc import AsyncIterator, Callable
 import msgspec
 
 from gateway.errors import BadRequest
+from gateway.line_budget import HELD_PER_BYTE, budget_spent, current_line_limits
 
 MAX_REPORTED_LINES = 10
-# A single line larger than this is refused rather than buffered: it is not a training
-# example, and without a bound one line could take the whole file into memory.
-MAX_LINE_BYTES = 64 * 1024 * 1024
 
 LineCheck = Callable[[bytes], None]
 LineConvert = Callable[[bytes], bytes]
@@ -65,7 +63,12 @@ LINE_ERRORS = (
 
 
 class LineSplitter:
-    """Splits a byte stream into numbered, non-blank lines, holding at most one partial line."""
+    """Splits a byte stream into numbered, non-blank lines, holding at most one partial line.
+
+    A partial line is bounded by ``limits.max_line_bytes`` and draws on the process's
+    line budget (``gateway.line_budget``) while held; ``close()`` gives back what is left
+    (``checked`` and ``converted`` call it however they end).
+    """
 
     def __init__(self, *, param: str = "file", what: str = "file") -> None:
         # The unfinished last line, as pieces: joined only once its newline arrives, so a
@@ -75,21 +78,35 @@ class LineSplitter:
         self._next_number = 1
         self._param = param
         self._what = what
+        self._limits = current_line_limits()
+        self._reserved = 0
 
     def feed(self, chunk: bytes) -> list[tuple[int, bytes]]:
+        # The lines handed out last time have been dealt with by now: what is held is
+        # the partial line alone.
+        self._hold(self._partial_size)
         if b"\n" not in chunk:
             self._partial.append(chunk)
             self._partial_size += len(chunk)
-            if self._partial_size > MAX_LINE_BYTES:
-                too_long = f"longer than {MAX_LINE_BYTES} bytes"
+            limit = self._limits.max_line_bytes
+            if self._partial_size > limit:
+                too_long = f"longer than {limit} bytes (limits.max_line_bytes)"
                 raise InvalidLines(
                     [(self._next_number, too_long)], param=self._param, what=self._what
                 )
+            self._hold(self._partial_size)
             return []
         if self._partial:
-            self._partial.append(chunk)
-            chunk = b"".join(self._partial)
-        pieces = chunk.split(b"\n")
+            # Only the line that ends here is joined (once), not the whole chunk with it:
+            # splitting a joined 60 MiB line would copy it again.
+            end = chunk.index(b"\n")
+            pieces, self._partial = self._partial, []
+            pieces.append(chunk[:end])
+            first = b"".join(pieces)
+            pieces = [first, *chunk[end + 1 :].split(b"\n")]
+            del first
+        else:
+            pieces = chunk.split(b"\n")
         last = pieces.pop()
         self._partial = [last] if last else []
         self._partial_size = len(last)
@@ -99,6 +116,26 @@ class LineSplitter:
         last = b"".join(self._partial)
         self._partial, self._partial_size = [], 0
         return self._number([last]) if last else []
+
+    def close(self) -> None:
+        """Give back the budget still held (idempotent)."""
+        self._limits.budget.give(self._reserved)
+        self._reserved = 0
+
+    def _hold(self, partial_size: int) -> None:
+        """Hold budget for a partial line of ``partial_size`` bytes: three times that, as
+        its pieces, the joined line and what decoding it makes are alive at once.
+
+        Only a line spanning chunks is counted: one inside a chunk is the chunk's.
+        """
+        wanted = HELD_PER_BYTE * partial_size
+        if wanted < self._reserved:
+            self._limits.budget.give(self._reserved - wanted)
+            self._reserved = wanted
+        elif wanted > self._reserved:
+            if not self._limits.budget.take(wanted - self._reserved):
+                raise budget_spent()
+            self._reserved = wanted
 
     def _number(self, pieces: list[bytes]) -> list[tuple[int, bytes]]:
         start = self._next_number
@@ -151,11 +188,14 @@ async def checked(
             except LINE_ERRORS as exc:
                 problems.add(number, exc)
 
-    async for chunk in chunks:
-        check_all(splitter.feed(chunk))
-        if not problems.found:
-            yield chunk
-    check_all(splitter.finish())
+    try:
+        async for chunk in chunks:
+            check_all(splitter.feed(chunk))
+            if not problems.found:
+                yield chunk
+        check_all(splitter.finish())
+    finally:
+        splitter.close()
     problems.raise_if_any()
 
 
@@ -183,11 +223,14 @@ async def converted(
         out.append(b"")
         return b"\n".join(out)
 
-    async for chunk in chunks:
-        batch = convert_all(splitter.feed(chunk))
-        if batch:
-            yield batch
-    batch = convert_all(splitter.finish())
+    try:
+        async for chunk in chunks:
+            batch = convert_all(splitter.feed(chunk))
+            if batch:
+                yield batch
+        batch = convert_all(splitter.finish())
+    finally:
+        splitter.close()
     problems.raise_if_any()
     if batch:
         yield batch

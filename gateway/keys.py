@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.config import Config, GatewayKey
 from gateway.http1 import Http1Pool
+from gateway.line_budget import LineLimits
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
 
@@ -21,6 +22,8 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", ProviderPool)
 # The lean keep-alive client for providers' JSON calls (see gateway.http1).
 HTTP1 = web.AppKey("http1", Http1Pool)
+# The process's limits on training-file lines (set per request for gateway.jsonl).
+LINE_LIMITS = web.AppKey("line_limits", LineLimits)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 # Per-request values, set as the request goes through the middlewares and handlers and

@@ -27,6 +27,7 @@ from gateway.errors import (
     PayloadTooLarge,
     error_for_status,
 )
+from gateway.line_budget import use_line_limits
 from gateway.retry import collect_attempts
 from gateway.routing import authenticate
 from gateway.upstream import collect_upstream_request_ids, use_pool
@@ -50,6 +51,8 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
     app = request.app
     if (http1 := app.get(keys.HTTP1)) is not None:
         use_pool(http1)
+    if (line_limits := app.get(keys.LINE_LIMITS)) is not None:
+        use_line_limits(line_limits)
     counts = app[keys.METRICS]
     metrics.track(counts, request)
     counts.in_flight += 1

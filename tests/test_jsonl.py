@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Iterable
 
 import msgspec
 import pytest
 
 from gateway import jsonl
+from gateway.errors import RateLimited
 from gateway.jsonl import InvalidLines, LineInvalid, LineSplitter, checked, converted
+from gateway.line_budget import LineBudget, LineLimits, use_line_limits
 from gateway.streams import rechunk
 from gateway.training import check_openai_line, decode_chat_line, message_text
 
@@ -37,15 +40,47 @@ def test_line_splitter_numbers_lines_as_an_editor_does() -> None:
         assert lines == [(1, b'{"a":1}'), (4, b'{"b":2}'), (5, b'{"c":3}')], pieces
 
 
-def test_line_splitter_refuses_a_line_without_end(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jsonl, "MAX_LINE_BYTES", 10)
-    splitter = LineSplitter(param="training_file", what="training file")
-    splitter.feed(b"ok\n")
-    with pytest.raises(InvalidLines) as caught:
+def _limited(max_line_bytes: int, budget: int) -> contextvars.Context:
+    """A context whose line limits are these (as the middleware sets them per request)."""
+    context = contextvars.copy_context()
+    context.run(use_line_limits, LineLimits(max_line_bytes, LineBudget(budget)))
+    return context
+
+
+def test_line_splitter_refuses_a_line_without_end() -> None:
+    def feed_forever() -> None:
+        splitter = LineSplitter(param="training_file", what="training file")
+        splitter.feed(b"ok\n")
         for _ in range(5):
             splitter.feed(b"xxxx")
+
+    with pytest.raises(InvalidLines) as caught:
+        _limited(10, 1000).run(feed_forever)
     assert caught.value.param == "training_file"
-    assert caught.value.problems == [(2, "longer than 10 bytes")]
+    assert caught.value.problems == [(2, "longer than 10 bytes (limits.max_line_bytes)")]
+
+
+def test_partial_lines_draw_on_one_budget_and_give_it_back() -> None:
+    budget = LineBudget(100)
+    context = contextvars.copy_context()
+    context.run(use_line_limits, LineLimits(1000, budget))
+    first = context.run(LineSplitter)
+    second = context.run(LineSplitter)
+    first.feed(b"x" * 20)  # a partial line of 20 bytes, held three times over
+    assert budget.held == 60
+    with pytest.raises(RateLimited) as caught:
+        second.feed(b"y" * 20)  # 60 more would pass the 100
+    assert caught.value.code == "line_buffer_full"
+    assert budget.held == 60
+    assert first.feed(b"\n") == [(1, b"x" * 20)]
+    first.feed(b"")  # the line was dealt with: only the (empty) partial is held now
+    assert budget.held == 0
+    third = context.run(LineSplitter)  # a refused upload ends; a new one gets budget
+    third.feed(b"z" * 20)
+    assert budget.held == 60
+    for splitter in (first, second, third):
+        splitter.close()
+    assert budget.held == 0
 
 
 async def test_checked_passes_bytes_through_unchanged() -> None:
