@@ -1,4 +1,8 @@
-"""The application factory: middlewares, routes, and the shared upstream session."""
+"""The application factory: middlewares, routes, and the shared upstream session.
+
+Every connection the shared session and the lean client open is held to the config's
+egress policy (``gateway.egress``), installed here for plugins' own clients too.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway import keys, log_redaction, openapi
+from gateway import egress, keys, log_redaction, openapi
 from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
@@ -54,13 +58,16 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     timeout = aiohttp.ClientTimeout(
         total=None, sock_connect=upstream.connect_timeout, sock_read=upstream.read_timeout
     )
-    # Connections to allow-listed names are checked again as they are made (DNS rebinding).
+    # Connections to allow-listed names are checked again as they are made (DNS rebinding),
+    # and every connection's addresses against the egress policy.
     allowlist = allow_list(app[keys.CONFIG].routing.custom_host_allowlist)
     resolver = GuardedResolver(allowlist, upstream.connect_timeout)
-    connector = aiohttp.TCPConnector(resolver=resolver)
+    policy = egress.policy_of(app[keys.CONFIG])
+    before = egress.install(policy)  # for plugins' own clients (aiobotocore, GCS sessions)
+    connector = egress.GuardedConnector(resolver=resolver, egress=policy)
     # Providers' JSON calls go through the lean client (aiohttp's costs more per call than
     # the rest of the gateway); it resolves names through the same guarded resolver.
-    app[keys.HTTP1] = Http1Pool(resolver=resolver)
+    app[keys.HTTP1] = Http1Pool(resolver=resolver, egress=policy)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
         without_silent_retries(http)
         app[keys.HTTP] = http
@@ -70,6 +77,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
         finally:
             await app[keys.POOL].close()
             await app[keys.HTTP1].close()
+            egress.install(before)  # an app in a test, stopped: the next one's is its own
 
 
 async def health(request: web.Request) -> web.Response:

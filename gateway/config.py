@@ -93,6 +93,12 @@ class RoutingConfig(_Section, kw_only=True):
     custom_host_allowlist: list[str] = []
 
 
+class EgressConfig(_Section, kw_only=True):
+    # Private, loopback and link-local networks (CIDRs or addresses) the gateway may
+    # connect to, beyond the hosts of the config's own URL settings (``gateway.egress``).
+    allow_networks: list[str] = []
+
+
 class GatewayKeyConfig(_Section, kw_only=True):
     key: str
     # Virtual key used when a request names no provider, virtual key or config, so the
@@ -116,6 +122,7 @@ class _FileConfig(_Section, kw_only=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     gateway_keys: dict[str, Any] = {}
     virtual_keys: dict[str, Any] = {}
     configs: dict[str, Any] = {}
@@ -169,6 +176,7 @@ class Config:
     provider_defaults: dict[str, ProviderSettings] = field(default_factory=dict)
     # ``[providers.<slug>] custom_hosts``: where its settings' credentials may go too.
     provider_custom_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    egress: EgressConfig = field(default_factory=EgressConfig)
 
     @classmethod
     def default(cls) -> Config:
@@ -206,6 +214,11 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             sections[key] = getattr(part, key)
     top = _FileConfig(**sections)
     _check_allowlist(top.routing.custom_host_allowlist, problems)
+    for i, entry in enumerate(top.egress.allow_networks):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(f"egress.allow_networks[{i}]: {entry!r} is not a network or address")
     limits = top.limits
     if limits.line_buffer_budget_bytes < HELD_PER_BYTE * limits.max_line_bytes:
         # Else a file whose longest line is allowed could never be taken, even alone.
@@ -283,6 +296,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         configs,
         provider_defaults,
         provider_custom_hosts=provider_custom_hosts,
+        egress=top.egress,
     )
 
 

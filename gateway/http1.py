@@ -10,11 +10,13 @@ inactivity timer, and returns the connection for the next call.
 Used by ``gateway.upstream.call_json`` for bodies it encodes itself, under the same call
 policy as every other upstream call (timeouts, retries: ``gateway.retry``) and the same
 resolver as aiohttp's session (``gateway.resolver``: a request-named host's addresses are
-checked again on connecting); uploads (multipart, streamed) and downloads stay on
-aiohttp. Failures are Python's own exceptions (``TimeoutError``, ``ConnectionError``,
-``ConnectFailed``), which ``gateway.upstream.mapped_errors`` turns into the gateway's
-errors like aiohttp's. No
-redirects are followed: a provider's JSON API does not redirect, and following one would
+checked again on connecting) and the same egress policy (``gateway.egress``: every
+address is checked before it is connected to, and only checked addresses are); uploads
+(multipart, streamed) and downloads stay on aiohttp. Failures are Python's own
+exceptions (``TimeoutError``, ``ConnectionError``, ``ConnectFailed``), which
+``gateway.upstream.mapped_errors`` turns into the gateway's errors like aiohttp's.
+No redirects are followed (a 3xx is an answer, which ``gateway.upstream`` refuses as
+``upstream_redirect``): a provider's JSON API does not redirect, and following one would
 let an upstream aim the gateway at another host.
 """
 
@@ -34,6 +36,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import __version__
+from gateway.egress import EgressPolicy, current_policy
 
 _USER_AGENT = f"finetune-gateway/{__version__}"
 _MAX_HEAD = 64 * 1024
@@ -251,7 +254,11 @@ def _decompress(body: bytes, encoding: str) -> bytes:
 class Http1Pool:
     """Keep-alive connections per (scheme, host, port), for one event loop."""
 
-    def __init__(self, *, resolver: AbstractResolver | None = None) -> None:
+    def __init__(
+        self, *, resolver: AbstractResolver | None = None, egress: EgressPolicy | None = None
+    ) -> None:
+        # Every connection's addresses are held to the egress policy (None: the installed one).
+        self._egress = egress
         # Names are resolved by the same resolver as aiohttp's session, so the custom-host
         # allow-list's check on connecting (gateway.resolver) holds here too.
         self._resolver: AbstractResolver = resolver if resolver is not None else DefaultResolver()
@@ -335,6 +342,8 @@ class Http1Pool:
                 found = await self._resolver.resolve(host, port, socket.AF_UNSPEC)
             except OSError as exc:
                 raise ConnectFailed(host, port, exc) from None
+            policy = self._egress if self._egress is not None else current_policy()
+            found = policy.checked(host, found)  # connect to these, with no second lookup
             for address in found:  # the checked addresses, in the resolver's order
                 try:
                     _, connection = await loop.create_connection(

@@ -8,7 +8,8 @@ cannot slip an internal address through. The second check covers every connectio
 listed name, whoever named it, so neither aiohttp's DNS cache nor a kept-alive
 connection can hand a request an address that was never checked. Names that are not
 listed (the config file's own hosts, api.openai.com) are resolved as aiohttp always
-does, with no extra lookup.
+does, with no extra lookup. Every connection, listed or not, is then held to the egress
+policy (``gateway.egress``), which refuses internal addresses the config did not allow.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from gateway.addresses import AllowList, IPAddress, parse_address, resolved_refusal
+from gateway.egress import EgressRefused
 from gateway.errors import BadRequest
 
 log = logging.getLogger("finetune_gateway.routing")
@@ -72,8 +74,9 @@ def refusal(host: str, address: IPAddress, reason: str, *, param: str | None) ->
 class GuardedResolver(AbstractResolver):
     """aiohttp's resolver, refusing to connect to a listed name's disallowed addresses.
 
-    Installed on the shared upstream session. The refusal is raised as the gateway's
-    400 (not an OSError, which aiohttp would turn into a connection error and a 502).
+    Installed on the shared upstream session. The refusal is raised as the egress
+    policy's 502 ``egress_refused`` (``gateway.egress``; not an OSError, which aiohttp
+    would turn into a connection error, and retry).
     Lookups of listed names are bounded by ``timeout``, as the first check's are.
     """
 
@@ -98,7 +101,7 @@ class GuardedResolver(AbstractResolver):
             address, reason = refused
             # Checked when the request came in, so the answer changed since: worth a look.
             log.warning("refused to connect to %s: it now resolves to %s, %s", host, *refused)
-            raise refusal(host, address, reason, param=None)
+            raise EgressRefused(host, address, reason)
         return [result for result, _ in checked]
 
     async def close(self) -> None:

@@ -22,6 +22,7 @@ from gateway.addresses import (
     effective_address,
     parse_address,
 )
+from gateway.egress import EgressRefused
 from gateway.errors import BadRequest
 from gateway.resolver import GuardedResolver, check_resolved_name
 from gateway.routing import check_custom_host
@@ -320,11 +321,11 @@ async def test_guarded_resolver_refuses_a_listed_name_and_passes_others_through(
     monkeypatch.setattr(loop, "getaddrinfo", fake_getaddrinfo(answers))
     listing = allow_list(["rebind.example.com", "ok.example.com"])
     resolver = GuardedResolver(listing, timeout=1)
-    with pytest.raises(BadRequest) as refused:
+    with pytest.raises(EgressRefused) as refused:  # at connection time: a 502
         await resolver.resolve("rebind.example.com", 443)
-    assert refused.value.code == "custom_host_not_allowed"
+    assert refused.value.code == "egress_refused"
     assert "a loopback address" in refused.value.message
-    with pytest.raises(BadRequest):
+    with pytest.raises(EgressRefused):
         await resolver.resolve("REBIND.example.com.", 443)  # the same name, spelled otherwise
     assert [r["host"] for r in await resolver.resolve("ok.example.com", 443)] == ["93.184.215.14"]
     assert [r["host"] for r in await resolver.resolve("internal.corp", 80)] == ["10.0.0.7"]

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from gateway import egress
 from gateway.http1 import ConnectFailed, Http1Pool, ProtocolError
 
 Reply = Callable[[bytes], Awaitable[bytes | None]]
@@ -69,7 +70,7 @@ async def serve() -> AsyncIterator[Callable[[Reply], Awaitable[RawServer]]]:
 
 
 def _pool() -> Http1Pool:
-    return Http1Pool()
+    return Http1Pool(egress=egress.policy(["127.0.0.0/8"]))  # the fakes are on loopback
 
 
 def _ok(body: bytes, *extra: bytes) -> bytes:

@@ -217,8 +217,8 @@ async def test_name_rebound_to_loopback_after_the_check_is_refused_on_connecting
     monkeypatch.setattr(loop, "getaddrinfo", fake)
     gateway = await stand.gateway(REFUSING)
     status, body = await get_jobs(gateway, header_custom_host(stand.url(name)))
-    assert status == 400, body
-    assert body["error"]["code"] == "custom_host_not_allowed"
+    assert status == 502, body  # refused at connection time: the egress policy's 502
+    assert body["error"]["code"] == "egress_refused"
     assert "127.0.0.1, a loopback address" in body["error"]["message"]
     assert stand.listener.connections == []
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from multidict import CIMultiDict
 
+from gateway.egress import aiobotocore_session_class
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -199,7 +200,8 @@ def _http_session_class() -> type:
             without_silent_retries(session)
             return session
 
-    return OneTryHTTPSession
+    # Every connection held to the gateway's egress policy (gateway.egress).
+    return aiobotocore_session_class(OneTryHTTPSession)
 
 
 def aws_failure(exc: BaseException) -> Failure | None:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from gateway import egress
 from gateway.errors import NotFound, UpstreamError
 from gateway.streams import rechunk
 from gateway.upstream import mapped_errors, redact, request, send
@@ -80,7 +81,8 @@ class GcsStore:
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:  # made here, inside the running loop
-            self._http = aiohttp.ClientSession(timeout=TIMEOUT)
+            # Held to the gateway's egress policy, as core's shared session is.
+            self._http = aiohttp.ClientSession(timeout=TIMEOUT, connector=egress.connector())
         return self._http
 
     # ---- the Store protocol ----------------------------------------------------------

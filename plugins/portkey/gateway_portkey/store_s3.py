@@ -25,9 +25,11 @@ from typing import Any, TypeVar, cast
 
 import aiohttp
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
+from aiobotocore.httpsession import AIOHTTPSession  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 
+from gateway.egress import aiobotocore_session_class
 from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError, UpstreamTimeout
 from gateway.streams import rechunk
 from gateway.upstream import redact
@@ -93,6 +95,8 @@ class S3Store:
             connect_timeout=10,
             read_timeout=120,
             retries={"mode": "standard", "max_attempts": 3},
+            # Every connection held to the gateway's egress policy (gateway.egress).
+            http_session_cls=aiobotocore_session_class(AIOHTTPSession),
             # S3-compatible endpoints (MinIO, moto) serve buckets by path, not host name.
             s3={"addressing_style": "path" if self._endpoint_url else "auto"},
             # Checksums on every part are not understood by every S3-compatible store;
