@@ -19,6 +19,7 @@ import msgspec
 from aiohttp import web
 
 from gateway import keys, metrics
+from gateway.answers import UpstreamBadResponse
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -129,6 +130,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         if isinstance(exc, GatewayError):
             error = exc
+            if isinstance(exc, UpstreamBadResponse):
+                # The provider's support needs its own id for the answer; the message
+                # names the provider and field, never the answer's content beyond that.
+                upstream_ids = request.get(keys.UPSTREAM_REQUEST_IDS) or ["-"]
+                error_log.warning(
+                    "request %s: %s (upstream request id %s)",
+                    request_id, log_field(str(exc)), log_field(upstream_ids[-1]),
+                )  # fmt: skip
         else:
             error_log.exception("unhandled error in request %s", request_id)
             error = InternalError(

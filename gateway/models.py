@@ -2,9 +2,13 @@
 
 Wire policy, shared by every Struct here through ``Wire``:
 - keyword-only construction, so adding a field never shifts positional callers;
-- defaults are *encoded* (no ``omit_defaults``): OpenAI marks nullable fields such as
-  ``error`` and ``finished_at`` required, so they must appear as ``null``, and the SDK
-  and other clients rely on them;
+- ``null`` only where OpenAI's schema allows it. Nullable fields such as ``error`` and
+  ``finished_at`` are required there, so they are always encoded, ``null`` included.
+  A field the schema does not let be null is left out when it has no value: nested
+  Structs whose fields are all optional omit their defaults (``omit_defaults``), and an
+  optional field beside required ones defaults to ``UNSET``; ``None`` given or decoded
+  there is turned into ``UNSET`` (``_unset_nones``). A typed client generated from the
+  schema (Go, Rust, strict TypeScript) rejects a ``null`` anywhere else;
 - request Structs ignore fields they do not model: the raw body travels alongside, so
   what a newer SDK sends still reaches an upstream that understands it.
 Constraints are the ones in OpenAI's spec (``CreateFineTuningJobRequest``), so a bad
@@ -16,11 +20,22 @@ from __future__ import annotations
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import msgspec
-from msgspec import Meta
+from msgspec import UNSET, Meta, UnsetType
 
 
 class Wire(msgspec.Struct, kw_only=True):
     """Base of every wire Struct; see the module docstring for the policy."""
+
+
+class OptionalFields(Wire, kw_only=True, omit_defaults=True):
+    """A Wire Struct all of whose fields may be left out: unset ones are not encoded."""
+
+
+def _unset_nones(struct: msgspec.Struct, *names: str) -> None:
+    """Fields OpenAI's schema does not let be null: ``None`` given means not given."""
+    for name in names:
+        if getattr(struct, name) is None:
+            setattr(struct, name, UNSET)
 
 
 Auto = Literal["auto"]
@@ -37,7 +52,7 @@ Metadata = Annotated[
 # ---- create-job request -------------------------------------------------------------
 
 
-class Hyperparameters(Wire, kw_only=True):
+class Hyperparameters(OptionalFields, kw_only=True):
     batch_size: BatchSize | None = None
     learning_rate_multiplier: LearningRateMultiplier | None = None
     n_epochs: Epochs | None = None
@@ -47,15 +62,15 @@ class DpoHyperparameters(Hyperparameters, kw_only=True):
     beta: Beta | None = None
 
 
-class SupervisedMethod(Wire, kw_only=True):
+class SupervisedMethod(OptionalFields, kw_only=True):
     hyperparameters: Hyperparameters | None = None
 
 
-class DpoMethod(Wire, kw_only=True):
+class DpoMethod(OptionalFields, kw_only=True):
     hyperparameters: DpoHyperparameters | None = None
 
 
-class Method(Wire, kw_only=True):
+class Method(OptionalFields, kw_only=True):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
     dpo: DpoMethod | None = None
@@ -63,7 +78,7 @@ class Method(Wire, kw_only=True):
     reinforcement: dict[str, Any] | None = None
 
 
-class WandbIntegration(Wire, kw_only=True):
+class WandbIntegration(OptionalFields, kw_only=True):
     project: str
     name: str | None = None
     entity: str | None = None
@@ -148,8 +163,28 @@ class FineTuningJob(Wire, kw_only=True):
     seed: int = 0
     estimated_finish: int | None = None
     integrations: list[Integration] | None = None
-    method: Method | None = None
+    method: Method | UnsetType | None = UNSET
     metadata: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        _unset_nones(self, "method")
+        # OpenAI answers "auto" for what the job left to the provider, never null (only
+        # batch_size may be null in the schema; "auto" says the same, more plainly).
+        hyper = self.hyperparameters
+        if None in (hyper.batch_size, hyper.learning_rate_multiplier, hyper.n_epochs):
+            self.hyperparameters = msgspec.structs.replace(
+                hyper,
+                batch_size=_auto_if_none(hyper.batch_size),
+                learning_rate_multiplier=_auto_if_none(hyper.learning_rate_multiplier),
+                n_epochs=_auto_if_none(hyper.n_epochs),
+            )
+
+
+V = TypeVar("V")
+
+
+def _auto_if_none(value: V | None) -> V | Auto:
+    return "auto" if value is None else value
 
 
 class JobEvent(Wire, kw_only=True):
@@ -193,8 +228,11 @@ class FileObject(Wire, kw_only=True):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
-    expires_at: int | None = None
+    status_details: str | UnsetType | None = UNSET
+    expires_at: int | UnsetType | None = UNSET
+
+    def __post_init__(self) -> None:
+        _unset_nones(self, "status_details", "expires_at")
 
 
 class FileDeleted(Wire, kw_only=True):

@@ -129,9 +129,10 @@ class FakeOpenAIState:
             "filename": filename,
             "purpose": purpose,
             "status": "processed",
-            "expires_at": expires_at,
-            "status_details": None,
         }
+        # OpenAIFile's expires_at and status_details are not nullable: absent when unset.
+        if expires_at is not None:
+            meta["expires_at"] = expires_at
         digest = sha256 or hashlib.sha256(content).hexdigest()
         self.files[meta["id"]] = StoredFile(meta, content, digest, next(self.seq))
         return meta

@@ -156,7 +156,9 @@ class AzureOpenAIProvider(Provider):
             )
         version = self.surface.api_version or ""
         dated_body = tf.dated_job_body(request.spec, request.body, version)
-        job = await self._dated("POST", "/fine_tuning/jobs", tf.AzureJob, "job", body=dated_body)
+        job = await self._dated(
+            "POST", "/fine_tuning/jobs", tf.AzureJob, "fine-tuning job", body=dated_body
+        )
         return tf.job_from_azure(job)
 
     async def list_jobs(self, query: PageQuery) -> Json[Page[FineTuningJob]]:
@@ -181,14 +183,16 @@ class AzureOpenAIProvider(Provider):
     async def retrieve_job(self, job_id: str) -> Json[FineTuningJob]:
         if self.surface.v1:
             return await self._call("GET", f"/fine_tuning/jobs/{job_id}")
-        job = await self._dated("GET", f"/fine_tuning/jobs/{job_id}", tf.AzureJob, "job")
+        job = await self._dated(
+            "GET", f"/fine_tuning/jobs/{job_id}", tf.AzureJob, "fine-tuning job"
+        )
         return tf.job_from_azure(job)
 
     async def cancel_job(self, job_id: str) -> Json[FineTuningJob]:
         path = f"/fine_tuning/jobs/{job_id}/cancel"
         if self.surface.v1:
             return await self._call("POST", path, idempotent=True)
-        job = await self._dated("POST", path, tf.AzureJob, "job", idempotent=True)
+        job = await self._dated("POST", path, tf.AzureJob, "fine-tuning job", idempotent=True)
         return tf.job_from_azure(job)
 
     async def pause_job(self, job_id: str) -> msgspec.Raw:

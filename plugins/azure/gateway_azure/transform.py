@@ -13,16 +13,18 @@ naming that field, never dropped (Azure would ignore it and train something else
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args
 
 import msgspec
 
-from gateway.errors import BadRequest, UpstreamError
+from gateway.answers import UpstreamBadResponse, decode_answer
+from gateway.errors import BadRequest
 from gateway.models import (
     GATEWAY_ONLY_JOB_FIELDS,
     Checkpoint,
     FileDeleted,
     FileObject,
+    FilePurpose,
     FineTuningJob,
     Hyperparameters,
     JobCreate,
@@ -66,6 +68,8 @@ FILE_STATUS: dict[str, FileStatus] = {
     "deleting": "error",
     "deleted": "error",
 }
+# OpenAI's file purposes; Azure's files carry the same names.
+FILE_PURPOSES = frozenset(get_args(FilePurpose))
 # FineTuningJobCreation in the 2024-10-21 spec: everything else has no place there.
 DATED_JOB_FIELDS = frozenset(
     {"model", "training_file", "validation_file", "hyperparameters", "suffix", "seed"}
@@ -82,9 +86,13 @@ class _Azure(msgspec.Struct, kw_only=True):
     """Decoding only; unknown fields are ignored, absent optional ones are None."""
 
 
+# "format": "int32" in Azure's spec: anything wider is no answer Azure sends.
+Int32 = Annotated[int, msgspec.Meta(ge=-(2**31), lt=2**31)]
+
+
 class AzureHyperparameters(_Azure, kw_only=True):
-    n_epochs: int | None = None
-    batch_size: int | None = None
+    n_epochs: Int32 | None = None
+    batch_size: Int32 | None = None
     learning_rate_multiplier: float | None = None
 
 
@@ -152,25 +160,20 @@ class AzureList(_Azure, Generic[T], kw_only=True):
     has_more: bool = False
 
 
+SERVICE = "Azure OpenAI"
+
+
 def decode(raw: bytes, type_: type[T], what: str) -> T:
-    """An Azure answer as ``type_``, or a 502 that says what did not fit."""
-    try:
-        return msgspec.json.decode(raw, type=type_)
-    except msgspec.DecodeError as exc:
-        raise UpstreamError(
-            f"Azure OpenAI answered a {what} that does not fit its dated schema: {exc}",
-            code="upstream_bad_response",
-        ) from None
+    """An Azure answer as ``type_``, or a 502 that names the field that did not fit."""
+    return decode_answer(raw, type_, provider=SERVICE, what=what)
 
 
 # ---- Azure -> OpenAI ----------------------------------------------------------------
 
 
-def _mapped(table: dict[str, T], value: str, what: str) -> T:
+def _mapped(table: dict[str, T], value: str, what: str, field: str) -> T:
     if value not in table:
-        raise UpstreamError(
-            f"Azure OpenAI answered an unknown {what} {value!r}", code="upstream_bad_response"
-        )
+        raise UpstreamBadResponse(SERVICE, what, field, f"unknown value {value!r}")
     return table[value]
 
 
@@ -199,7 +202,7 @@ def job_from_azure(job: AzureJob) -> FineTuningJob:
         id=job.id,
         model=job.model,
         created_at=job.created_at,
-        status=_mapped(JOB_STATUS, job.status, "fine-tuning job status"),
+        status=_mapped(JOB_STATUS, job.status, "fine-tuning job", "$.status"),
         training_file=job.training_file,
         validation_file=job.validation_file,
         fine_tuned_model=job.fine_tuned_model,
@@ -222,7 +225,7 @@ def event_from_azure(event: AzureEvent) -> JobEvent:
     return JobEvent(
         id=event.id,
         created_at=event.created_at,
-        level=_mapped(EVENT_LEVEL, event.level, "event level"),
+        level=_mapped(EVENT_LEVEL, event.level, "fine-tuning event", "$.level"),
         message=event.message,
         type="metrics" if event.type == "metrics" else "message",
         data=event.data if isinstance(event.data, dict) else {},
@@ -243,10 +246,12 @@ def checkpoint_from_azure(checkpoint: AzureCheckpoint) -> Checkpoint:
 def file_from_azure(file: AzureFile) -> FileObject:
     status: FileStatus = "processed"
     if file.status is not None:
-        status = _mapped(FILE_STATUS, file.status, "file state")
+        status = _mapped(FILE_STATUS, file.status, "file", "$.status")
     details = file.status_details
     if details is None and file.status in ("deleting", "deleted"):
         details = f"The file is {file.status} on Azure OpenAI"
+    if file.purpose not in FILE_PURPOSES:
+        raise UpstreamBadResponse(SERVICE, "file", "$.purpose", f"unknown purpose {file.purpose!r}")
     return FileObject(
         id=file.id,
         bytes=file.bytes,

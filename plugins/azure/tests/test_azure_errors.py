@@ -90,7 +90,7 @@ def test_dated_answer_missing_a_field_openai_requires_is_a_502(azure: AzureStack
     azure.dated.fail_next(200, {"object": "fine_tuning.job", "model": "m", "training_file": "f"})
     with pytest.raises(openai.InternalServerError) as caught:
         client.fine_tuning.jobs.retrieve("ftjob-1")
-    assert caught.value.code == "upstream_bad_response" and "`id`" in caught.value.message
+    assert caught.value.code == "upstream_bad_response" and "`$.id`" in caught.value.message
 
 
 def _gateway_logs(caplog: pytest.LogCaptureFixture) -> str:

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import aiohttp
 import msgspec
 
+from gateway.answers import mapping
 from gateway.errors import BadRequest, Conflict, NotFound, NotSupported
 from gateway.models import (
     Checkpoint,
@@ -117,7 +118,8 @@ class BedrockProvider(Provider):
 
     async def _bedrock(self, operation: str, **params: Any) -> dict[str, Any]:
         client = await self._clients.bedrock()
-        with self._errors():
+        # botocore parses the answer inside the call: a timestamp that is none is a 502.
+        with self._errors(), mapping(transform.SERVICE, f"{operation} answer"):
             answer: dict[str, Any] = await getattr(client, operation)(**params)
         return answer
 
@@ -240,7 +242,9 @@ class BedrockProvider(Provider):
         return Page(data=jobs, has_more=has_more)
 
     async def list_events(self, job_id: str, query: PageQuery) -> Page[JobEvent]:
-        events = job_events(await self._get(job_name_of(job_id)))
+        job = await self._get(job_name_of(job_id))
+        with mapping(transform.SERVICE, "customization job"):
+            events = job_events(job)
         chosen, has_more = page_of(events, query, lambda event: event.id)
         return Page(data=chosen, has_more=has_more)
 
@@ -262,7 +266,7 @@ class BedrockProvider(Provider):
 
     async def _tags(self, arn: str) -> dict[str, str]:
         answer = await self._bedrock("list_tags_for_resource", resourceARN=arn)
-        return {tag["key"]: tag["value"] for tag in answer.get("tags") or []}
+        return transform.decode_tags(answer)
 
     async def _openai_job(self, name: str) -> FineTuningJob:
         if (ended := self._ended.get(name)) is not None:
@@ -270,7 +274,8 @@ class BedrockProvider(Provider):
             return ended
         job = await self._get(name)
         tags = await self._tags(job.jobArn)
-        answer = transform.to_openai_job(job, tags=tags, source_of=self._files.source_of)
+        with mapping(transform.SERVICE, "customization job"):
+            answer = transform.to_openai_job(job, tags=tags, source_of=self._files.source_of)
         if job.status in _ENDED:
             self._ended[name] = answer
             while len(self._ended) > _ENDED_KEPT:

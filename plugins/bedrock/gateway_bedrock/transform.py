@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from gateway.answers import UpstreamBadResponse, convert_answer
 from gateway.errors import BadRequest, NotSupported
 from gateway.ids import decode_id, encode_id
 from gateway.models import (
@@ -206,6 +207,8 @@ def create_request(
 
 # ---- Bedrock's answers ------------------------------------------------------------------
 
+SERVICE = "Bedrock"
+
 
 class Step(msgspec.Struct):
     status: str | None = None
@@ -260,12 +263,28 @@ class BedrockJob(msgspec.Struct):
     validationMetrics: list[ValidationMetric] = []
 
 
+class Tag(msgspec.Struct):
+    key: str
+    value: str
+
+
+class Tags(msgspec.Struct):
+    tags: list[Tag] = []
+
+
 def decode_job(answer: Mapping[str, Any]) -> BedrockJob:
-    return msgspec.convert(answer, BedrockJob)
+    return convert_answer(answer, BedrockJob, provider=SERVICE, what="customization job")
 
 
 def decode_summaries(answer: Mapping[str, Any]) -> list[JobSummary]:
-    return msgspec.convert(answer.get("modelCustomizationJobSummaries") or [], list[JobSummary])
+    summaries = answer.get("modelCustomizationJobSummaries") or []
+    what = "list of customization jobs"
+    return convert_answer(summaries, list[JobSummary], provider=SERVICE, what=what)
+
+
+def decode_tags(answer: Mapping[str, Any]) -> dict[str, str]:
+    tags = convert_answer(answer, Tags, provider=SERVICE, what="list of tags")
+    return {tag.key: tag.value for tag in tags.tags}
 
 
 def job_id(job_name: str) -> str:
@@ -280,10 +299,16 @@ def job_name_of(public_id: str) -> str:
 # ---- to OpenAI --------------------------------------------------------------------------
 
 _TERMINAL = {"Completed": "succeeded", "Failed": "failed", "Stopped": "cancelled"}
+# ModelCustomizationJobStatus in Bedrock's service model; anything else cannot be mapped.
+_STATUSES = frozenset({"InProgress", "Stopping", *_TERMINAL})
 
 
 def openai_status(job: BedrockJob) -> JobStatus:
     """Bedrock's status, refined by its steps: only InProgress needs ``statusDetails``."""
+    if job.status not in _STATUSES:
+        raise UpstreamBadResponse(
+            SERVICE, "customization job", "$.status", f"unknown status {job.status!r}"
+        )
     if job.status in _TERMINAL:
         return _TERMINAL[job.status]  # type: ignore[return-value]
     if job.status == "Stopping":
@@ -331,7 +356,8 @@ def _float(value: str | None) -> float | None:
         number = float(value) if value is not None else None
     except ValueError:
         return None
-    return number if number is not None and math.isfinite(number) else None
+    # A rate is positive: anything else says nothing OpenAI's schema could carry.
+    return number if number is not None and math.isfinite(number) and number > 0 else None
 
 
 def _int(value: str | None) -> int | None:

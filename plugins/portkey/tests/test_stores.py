@@ -12,7 +12,7 @@ import json
 import random
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway import egress
 from gateway.errors import InternalError, NotFound, UpstreamError
 from gateway_portkey import store_gcs, store_s3
 from gateway_portkey.settings import ManagedSettings
@@ -41,6 +42,15 @@ from plugins.portkey.tests.conftest import (
 MB = 1_000_000
 MiB = 1024 * 1024
 CHUNK = 1_000_003  # odd, so chunks straddle every part and chunk boundary
+
+
+@pytest.fixture(autouse=True)
+def loopback_stores_allowed() -> Iterator[None]:
+    """The stores here are used without an app, so without a config's egress policy: the
+    one a config naming these loopback stand-ins would install (fails closed otherwise)."""
+    before = egress.install(egress.policy(allow_networks=["127.0.0.0/8"]))
+    yield
+    egress.install(before)
 
 
 class Boom(Exception):

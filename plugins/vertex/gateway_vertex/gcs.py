@@ -33,6 +33,7 @@ import msgspec
 from gcloud.aio.storage import Storage
 from gcloud.aio.storage.storage import init_api_root
 
+from gateway.answers import convert_answer, decode_answer
 from gateway.errors import GatewayError, NotFound, UpstreamError
 from gateway.metrics import note_staged
 from gateway.provider import Download
@@ -86,7 +87,7 @@ class Gcs:
             found = await self._json(lambda: self._storage.download_metadata(self.bucket, name))
         except NotFound:
             return None
-        return msgspec.convert(found, wire.GcsObject)
+        return convert_answer(found, wire.GcsObject, provider=SERVICE, what="object")
 
     async def list(self, prefix: str, page_token: str | None, page_size: int) -> wire.GcsObjectList:
         await self._ready()
@@ -94,14 +95,14 @@ class Gcs:
         if page_token:
             params["pageToken"] = page_token
         found = await self._json(lambda: self._storage.list_objects(self.bucket, params=params))
-        return msgspec.convert(found, wire.GcsObjectList)
+        return convert_answer(found, wire.GcsObjectList, provider=SERVICE, what="object list")
 
     async def patch_metadata(self, name: str, metadata: dict[str, str]) -> wire.GcsObject:
         await self._ready()
         found = await self._json(
             lambda: self._storage.patch_metadata(self.bucket, name, {"metadata": metadata})
         )
-        return msgspec.convert(found, wire.GcsObject)
+        return convert_answer(found, wire.GcsObject, provider=SERVICE, what="object")
 
     async def delete(self, name: str, *, missing_ok: bool = False) -> bool:
         """True if deleted; False (with ``missing_ok``) if there was nothing to delete."""
@@ -231,7 +232,9 @@ class ResumableUpload:
         span = f"{self._sent}-{total - 1}" if size else "*"
         async with self._put(last, f"bytes {span}/{total}") as response:
             await self.gcs.raise_for_status(response, 200, 201)
-            self.result = _object_decoder.decode(await response.read())
+            self.result = decode_answer(
+                await response.read(), _object_decoder, provider=SERVICE, what="object"
+            )
         note_staged(size)
         self._sent = total
         return self.result

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import aiohttp
 import msgspec
 
+from gateway.answers import decode_answer, mapping
 from gateway.errors import BadRequest, NotFound, NotSupported
 from gateway.models import (
     Checkpoint,
@@ -60,6 +61,14 @@ _ERROR_BODY_LIMIT = 64 * 1024
 _GS_URI = re.compile(r"gs://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]/[^\x00-\x1f]+")
 _job_decoder = msgspec.json.Decoder(wire.TuningJob)
 _list_decoder = msgspec.json.Decoder(wire.ListTuningJobsResponse)
+
+
+def decode_job(raw: bytes) -> wire.TuningJob:
+    return decode_answer(raw, _job_decoder, provider=SERVICE, what="tuning job")
+
+
+def decode_list(raw: bytes) -> wire.ListTuningJobsResponse:
+    return decode_answer(raw, _list_decoder, provider=SERVICE, what="list of tuning jobs")
 
 
 class VertexProvider(Provider):
@@ -163,13 +172,14 @@ class VertexProvider(Provider):
     async def _get_job(self, job_id: str) -> wire.TuningJob:
         url = f"{self.jobs_url}/{transform.native_job_id(job_id)}"
         try:
-            return _job_decoder.decode(await self._call("GET", url))
+            return decode_job(await self._call("GET", url))
         except NotFound:
             raise NotFound(f"No fine-tuning job found with id '{job_id}'") from None
 
     def _job(self, job: wire.TuningJob) -> FineTuningJob:
         file_id_of = self.layout.file_id_of_uri if self.layout else (lambda uri: uri)
-        return transform.to_openai(job, file_id_of=file_id_of, organization=self.project)
+        with mapping(SERVICE, "tuning job"):
+            return transform.to_openai(job, file_id_of=file_id_of, organization=self.project)
 
     # ---- jobs ------------------------------------------------------------------------
     async def create_job(self, request: JobRequest) -> FineTuningJob:
@@ -196,7 +206,7 @@ class VertexProvider(Provider):
 
     async def _create(self, body: wire.TuningJobCreate) -> FineTuningJob:
         raw = await self._call("POST", self.jobs_url, body=body)
-        return self._job(_job_decoder.decode(raw))
+        return self._job(decode_job(raw))
 
     async def _created_with(self, label: str) -> FineTuningJob | None:
         """The job an earlier create with the same Idempotency-Key made, if any.
@@ -204,7 +214,7 @@ class VertexProvider(Provider):
         Best effort: two retries racing each other can still both create.
         """
         params = {"pageSize": "1", "filter": f'labels.{transform.IDEMPOTENCY_LABEL}="{label}"'}
-        listed = _list_decoder.decode(await self._call("GET", self.jobs_url, params=params))
+        listed = decode_list(await self._call("GET", self.jobs_url, params=params))
         return self._job(listed.tuning_jobs[0]) if listed.tuning_jobs else None
 
     async def _dataset_uri(self, ref: str, param: str, method: transform.MethodType) -> str:
@@ -255,7 +265,7 @@ class VertexProvider(Provider):
                     params["pageToken"] = token
                 if filter_:
                     params["filter"] = filter_
-                listed = _list_decoder.decode(await self._call("GET", self.jobs_url, params=params))
+                listed = decode_list(await self._call("GET", self.jobs_url, params=params))
                 return [self._job(j) for j in listed.tuning_jobs], listed.next_page_token or None
 
             pager = self._job_pagers[filter_] = TokenPager(fetch, lambda j: j.id, page_size=100)
@@ -280,12 +290,16 @@ class VertexProvider(Provider):
         raise NotSupported(self.slug, "resuming fine-tuning jobs", _NO_PAUSE)
 
     async def list_events(self, job_id: str, query: PageQuery) -> Page[JobEvent]:
-        events = transform.events(await self._get_job(job_id))
+        job = await self._get_job(job_id)
+        with mapping(SERVICE, "tuning job"):
+            events = transform.events(job)
         page, has_more = page_of(events, query, lambda e: e.id)
         return Page(data=page, has_more=has_more)
 
     async def list_checkpoints(self, job_id: str, query: PageQuery) -> Page[Checkpoint]:
-        checkpoints = transform.checkpoints(await self._get_job(job_id))
+        job = await self._get_job(job_id)
+        with mapping(SERVICE, "tuning job"):
+            checkpoints = transform.checkpoints(job)
         page, has_more = page_of(checkpoints, query, lambda c: c.id)
         return Page(data=page, has_more=has_more)
 

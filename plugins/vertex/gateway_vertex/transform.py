@@ -20,6 +20,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
+from gateway.answers import UpstreamBadResponse
 from gateway.errors import BadRequest, NotSupported
 from gateway.ids import decode_id, encode_id, stable_id
 from gateway.models import (
@@ -69,6 +70,15 @@ ADAPTER_SIZES: dict[int, wire.AdapterSize] = {
 # Vertex labels: lowercase letters (any script), digits, "_" and "-"; keys start with a letter.
 _LABEL_MAX = 64
 _JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def status_of(job: wire.TuningJob) -> JobStatus:
+    """OpenAI's status for the job's JobState; a state Vertex does not document is a 502."""
+    if job.state not in STATUS:
+        raise UpstreamBadResponse(
+            "Vertex AI", "tuning job", "$.state", f"unknown state {job.state!r}"
+        )
+    return STATUS[job.state]
 
 
 # ---- ids ----------------------------------------------------------------------------
@@ -217,7 +227,7 @@ def to_openai(
     job: wire.TuningJob, *, file_id_of: Callable[[str], str], organization: str
 ) -> FineTuningJob:
     """A Vertex TuningJob as OpenAI's FineTuningJob, with every required field."""
-    status = STATUS.get(job.state, "queued")
+    status = status_of(job)
     spec = job.supervised_tuning_spec or job.preference_optimization_spec
     method: MethodType = "dpo" if job.preference_optimization_spec is not None else "supervised"
     hyper = _openai_hyperparameters(spec)
@@ -308,7 +318,7 @@ def _ts(when: datetime | None) -> int | None:
 
 def events(job: wire.TuningJob) -> list[JobEvent]:
     """What happened to the job, newest first, from the times and state it carries."""
-    status = STATUS.get(job.state, "queued")
+    status = status_of(job)
     found: list[tuple[int, int, str, Literal["info", "warn", "error"], str]] = []
     created = _ts(job.create_time) or 0
     found.append((created, 0, "created", "info", "Created fine-tuning job"))

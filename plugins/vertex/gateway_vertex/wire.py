@@ -12,11 +12,19 @@ output fields often. Shapes follow ``aiplatform.v1`` (tuningJobs, discovery revi
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
-Int64 = str | int
+# A count (int64) as Google writes it, a string of decimal digits, or as a JSON number.
+# Every int64 read here is a count, an epoch or a step: never negative; an epoch count is
+# at least 1. Anything else is an answer the gateway cannot map (a 502 naming the field).
+Int64 = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,19}$")] | Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+PositiveInt64 = (
+    Annotated[str, msgspec.Meta(pattern=r"^0*[1-9][0-9]{0,18}$")]
+    | Annotated[int, msgspec.Meta(ge=1)]
+)
 
 AdapterSize = Literal[
     "ADAPTER_SIZE_UNSPECIFIED",
@@ -39,10 +47,10 @@ class Google(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=True):
 class HyperParameters(Google, kw_only=True):
     """SupervisedHyperParameters; ``beta`` only in PreferenceOptimizationHyperParameters."""
 
-    epoch_count: Int64 | None = None
-    learning_rate_multiplier: float | None = None
+    epoch_count: PositiveInt64 | None = None
+    learning_rate_multiplier: Positive | None = None
     adapter_size: AdapterSize | None = None
-    beta: float | None = None
+    beta: Positive | None = None
 
 
 class TuningSpec(Google, kw_only=True):
@@ -110,7 +118,7 @@ class TuningJob(Google, kw_only=True):
     base_model: str | None = None
     tuned_model_display_name: str | None = None
     description: str | None = None
-    # A state added after this was written reads as unspecified (queued), not an error.
+    # A JobState not listed above cannot be mapped: a 502 (transform.status_of).
     state: str = "JOB_STATE_UNSPECIFIED"
     create_time: datetime | None = None
     start_time: datetime | None = None

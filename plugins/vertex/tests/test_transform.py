@@ -139,11 +139,17 @@ def openai(j: wire.TuningJob) -> dict[str, Any]:
         ("JOB_STATE_EXPIRED", "failed"),
         ("JOB_STATE_CANCELLING", "cancelled"),
         ("JOB_STATE_CANCELLED", "cancelled"),
-        ("JOB_STATE_SOMETHING_NEW", "queued"),
     ],
 )
 def test_to_openai_status_table(state: str, status: str) -> None:
     assert openai(job(state=state))["status"] == status
+
+
+def test_to_openai_state_vertex_does_not_document_is_a_502_naming_it() -> None:
+    with pytest.raises(
+        UpstreamError, match=r"`\$\.state`: unknown state 'JOB_STATE_SOMETHING_NEW'"
+    ):
+        openai(job(state="JOB_STATE_SOMETHING_NEW"))
 
 
 def test_to_openai_pending_job_has_every_required_field() -> None:
