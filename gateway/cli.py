@@ -1,4 +1,4 @@
-"""``finetune-gateway``: serve, check-config, plugins."""
+"""``finetune-gateway``: serve, check-config, plugins; jobs and files (``gateway.console``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from collections.abc import Coroutine, Sequence
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.console import commands as console_commands
 from gateway.registry import Registry
 
 log = logging.getLogger("finetune_gateway")
@@ -48,8 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("path")
 
     commands.add_parser("plugins", help="list the provider plugins found")
+    console_commands.add_commands(commands)
 
     args = parser.parse_args(argv)
+    if args.command in ("jobs", "files"):
+        return console_commands.run(args)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.allow_open)
     if args.command == "check-config":
