@@ -26,7 +26,7 @@ from gateway.addresses import allow_list, parse_address
 from gateway.config import Config, GatewayKey, VirtualKey
 from gateway.destinations import check_bound, invalid_url, keeps_config_secrets, refuse_controls
 from gateway.errors import BadRequest, Forbidden, Unauthorized
-from gateway.fields import bad_destination_field, fields_of_kind, kinds
+from gateway.fields import bad_destination_field, field_defaults, fields_of_kind, kinds
 from gateway.json_depth import decode_bounded
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
@@ -132,7 +132,7 @@ def _check_request_urls(
     bad = bad_destination_field(settings)
     if bad is not None:
         raise invalid_url(param_of(bad))
-    defaults = {field.name: field.default for field in msgspec.structs.fields(settings)}
+    defaults = field_defaults(type(settings))
     for name, value in fields_of_kind(settings, "url"):
         if name != "custom_host" and value != defaults[name]:  # the default: its real API
             check_custom_host(value, allowlist, param_of(name))
@@ -141,9 +141,9 @@ def _check_request_urls(
 def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSettings:
     """The config's ``[providers.<slug>]`` settings, with those a request gave on top."""
     changed = {
-        field.name: getattr(given, field.name)
-        for field in msgspec.structs.fields(given)
-        if getattr(given, field.name) != field.default
+        name: getattr(given, name)
+        for name, default in field_defaults(type(given)).items()
+        if getattr(given, name) != default
     }
     return msgspec.structs.replace(defaults, **changed) if changed else defaults
 
