@@ -61,6 +61,9 @@ def _serve(
     config_path: str | None, host: str | None, port: int | None, workers: int, allow_open: bool
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gateway.middleware import install_access_log
+
+    install_access_log(sys.stderr)  # the same lines to the same place, written in batches
     registry = Registry.discover()
     for broken in registry.broken:
         log.warning(
