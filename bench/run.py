@@ -31,9 +31,19 @@ from common import ROOT, load_average, machine
 
 NOTES = [
     "Latency and throughput: nginx answers every `/v1/fine_tuning/...` path with one "
-    "fixed job, so the gateway's cost is the difference between the two runs. The gateway "
-    "runs with `access_log = false`; with the access log on, each request also writes "
-    "one line to stderr.",
+    "fixed job, so the gateway's cost is the difference between the two runs. The virtual-key "
+    "gateway runs with `access_log = false`.",
+    "Header routing: `x-portkey-provider: openai`, `Authorization: Bearer sk-...` and "
+    "`x-portkey-custom-host: http://127.0.0.1:<nginx>/v1`, on `config.example.toml` as "
+    'shipped but for `custom_host_allowlist = ["127.0.0.1/32"]` (the example lists no '
+    "custom host), with its access log on (stderr to a file, as a deployment's collector "
+    "takes it) and off. The 1-worker virtual-key and header cases run side by side and "
+    "take turns, as do the 2-worker example path and the peer; each keeps its best turn.",
+    "Peer: Portkey's open-source gateway (`@portkey-ai/gateway`, pinned in "
+    "`bench/portkey-peer`), started as its CLI does (`build/start-server.js --port=N "
+    "--headless`) on 127.0.0.1 (a preload binds it there: its CLI takes no host), output "
+    "to a file, routed with the same headers to the same nginx. It is one node process "
+    "(its CLI has no workers option); its startup is timed to the first 200 from `/`.",
     "Added p50 is the median over runs of (gateway p50 - direct p50) within one run.",
     "RSS is in MB (10^6 bytes), sampled from /proc every 50 ms plus the kernel's "
     "high-water mark. A multi-worker gateway's workers share the parent's pages until "
@@ -93,6 +103,11 @@ def main() -> int:
         print(f"uploads of {args.size_mb} MB", flush=True)
         found_uploads = uploads.run_all(args.size_mb, args.workdir, args.skip_fake_gcs)
     notes = list(NOTES)
+    if runs and runs[0].peer is None:
+        notes.append(
+            "Portkey's gateway: not measured here (not installed: `make bench` installs it "
+            "with npm into bench/portkey-peer/node_modules; node and npm are needed)."
+        )
     if not any(u.target.startswith("managed") for u in found_uploads):
         notes.append("Managed mode: not measured here (managed mode not installed).")
     command = "make bench" + (
