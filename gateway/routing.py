@@ -12,6 +12,7 @@ reach internal addresses.
 from __future__ import annotations
 
 import hmac
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -209,8 +210,9 @@ async def resolve_checked_target(
     The HTTP client checks again when it connects (``gateway.resolver``).
 
     With a ``cache`` (one per app, so per config), a request whose routing headers are
-    the same as an earlier one's takes that one's target (``RoutingCache``); the names it
-    gave are resolved and checked again all the same.
+    the same as an earlier one's takes that one's target (``RoutingCache``), and a name
+    found allowed is not looked up again for ``RoutingCache.name_ttl`` seconds: the
+    connection-time check still holds every connection to it to the allow-list.
     """
     found = cache.get(headers, gateway_key) if cache is not None else None
     if found is not None:
@@ -222,7 +224,7 @@ async def resolve_checked_target(
         names = tuple(noted)
         if cache is not None:
             cache.put(read, gateway_key, target, names)
-    await _check_names(names, config)
+    await _check_names(names, config, cache)
     return target
 
 
@@ -285,13 +287,19 @@ class RoutingCache:
     Credentials are part of the keys, as they are of the pool's (``gateway.pool``): held
     in memory only, never logged, and ``repr`` shows counts only. Both parts are bounded
     least-recently-used maps. Host names a request gave are kept with the target and
-    checked again on every use (``resolve_checked_target``), so a hit skips no address
-    check.
+    checked on every use (``resolve_checked_target``); a name found allowed is taken as
+    allowed for ``name_ttl`` seconds (a refusal is never kept). That is safe for as long
+    as it lasts because the check that stops rebinding is the connection's: every
+    connection to such a name is resolved and checked again as it is made
+    (``gateway.resolver.GuardedResolver``), cached or not; this one only turns a name
+    that resolves where it may not into a 400 before any work is done.
     """
 
-    def __init__(self, max_size: int = 256, max_name_sets: int = 16) -> None:
+    def __init__(self, max_size: int = 256, max_name_sets: int = 16, name_ttl: float = 5.0) -> None:
         self.max_size = max_size
         self.max_name_sets = max_name_sets
+        self.name_ttl = name_ttl
+        self._names_allowed: OrderedDict[str, float] = OrderedDict()  # name -> until
         self._entries: OrderedDict[_CacheKey, tuple[Target, tuple[tuple[str, str], ...]]] = (
             OrderedDict()
         )
@@ -337,6 +345,22 @@ class RoutingCache:
         while len(self._entries) > self.max_size:
             self._entries.popitem(last=False)
 
+    def name_allowed(self, host: str) -> bool:
+        """Whether ``host`` was found allowed less than ``name_ttl`` seconds ago."""
+        until = self._names_allowed.get(host)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._names_allowed[host]
+        return False
+
+    def note_name_allowed(self, host: str) -> None:
+        self._names_allowed[host] = time.monotonic() + self.name_ttl
+        self._names_allowed.move_to_end(host)
+        while len(self._names_allowed) > self.max_size:
+            self._names_allowed.popitem(last=False)
+
 
 def check_overrides(
     target: Target, overridden: ProviderSettings, config: Config, *, param: str
@@ -367,14 +391,19 @@ def _noting_names() -> Iterator[list[tuple[str, str]]]:
         _names_to_resolve.reset(token)
 
 
-async def _check_names(names: Sequence[tuple[str, str]], config: Config) -> None:
+async def _check_names(
+    names: Sequence[tuple[str, str]], config: Config, cache: RoutingCache | None = None
+) -> None:
     allowlist = allow_list(config.routing.custom_host_allowlist)
     timeout = config.upstream.connect_timeout
     checked: set[str] = set()
     for host, param in names:
-        if host not in checked:
-            checked.add(host)
-            await check_resolved_name(host, allowlist, timeout=timeout, param=param)
+        if host in checked or (cache is not None and cache.name_allowed(host)):
+            continue
+        checked.add(host)
+        await check_resolved_name(host, allowlist, timeout=timeout, param=param)
+        if cache is not None:
+            cache.note_name_allowed(host)
 
 
 def target_of_virtual_key(

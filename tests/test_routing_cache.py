@@ -107,20 +107,38 @@ async def test_cache_is_bounded_and_shows_no_credential(registry: Registry) -> N
     assert last is await _route(registry, config, cache, **_by_headers("sk-secret-49"))
 
 
-async def test_names_are_checked_again_on_every_hit(
+async def test_a_name_is_checked_again_once_its_check_is_stale(
     registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config, cache = _config(registry), RoutingCache()
+    config, cache = _config(registry), RoutingCache(name_ttl=60)
     checked: list[str] = []
+    refuse = False
 
     async def check(host: str, *args: Any, **kwargs: Any) -> None:
         checked.append(host)
+        if refuse:
+            raise BadRequest("refused", code="custom_host_not_allowed")
 
+    now = [1000.0]
     monkeypatch.setattr(routing, "check_resolved_name", check)
+    monkeypatch.setattr(routing.time, "monotonic", lambda: now[0])
     headers = _by_headers("sk-one", "https://llm.example.com/v1")
     first = await _route(registry, config, cache, **headers)
     assert first is await _route(registry, config, cache, **headers)
-    assert checked == ["llm.example.com", "llm.example.com"]
+    assert checked == ["llm.example.com"]  # allowed a moment ago: not looked up again
+    # Past the TTL it is looked up again, cached target or not, and a refusal holds.
+    now[0] += 61
+    refuse = True
+    for _ in range(2):
+        with pytest.raises(BadRequest):
+            await _route(registry, config, cache, **headers)
+    assert checked == ["llm.example.com"] * 3
+    # Without a cache (or with a TTL of 0) every request looks it up.
+    uncached = RoutingCache(name_ttl=0)
+    refuse = False
+    await _route(registry, config, uncached, **headers)
+    await _route(registry, config, uncached, **headers)
+    assert checked == ["llm.example.com"] * 5
 
 
 async def test_a_resolution_that_walks_every_header_is_not_cached(
