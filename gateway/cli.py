@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import ipaddress
 import logging
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 from gateway import __version__
 
@@ -72,6 +76,9 @@ def _main(argv: Sequence[str] | None) -> int:
 def _serve(
     config_path: str | None, host: str | None, port: int | None, workers: int, allow_open: bool
 ) -> int:
+    with _no_ca_store_for_unverified_contexts():
+        import aiohttp  # noqa: F401 - imported here for the block above
+
     from gateway.config import Config, ConfigError, load_config
     from gateway.middleware import install_access_log
     from gateway.registry import Registry
@@ -150,17 +157,51 @@ def _is_loopback(host: str) -> bool:
 
 
 def _run(main: Coroutine[None, None, None]) -> None:
+    import asyncio
+
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(main)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's loop when it is installed (the ``fast`` extra), else asyncio's own."""
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+@contextmanager
+def _no_ca_store_for_unverified_contexts() -> Iterator[None]:
+    """While aiohttp is imported: its context that verifies nothing loads no CA store.
+
+    aiohttp builds two TLS contexts at import, one verifying certificates and one
+    (for ``ssl=False``) with ``verify_mode = CERT_NONE``, and loads the system's CA store
+    into both: about 35 ms each, a tenth of startup. A context that verifies nothing
+    never reads its CA store, so for such contexts, and only while the block runs, the
+    load is skipped; the verifying context loads it as before.
+    """
+    import ssl
+
+    load = ssl.SSLContext.set_default_verify_paths
+    own = "set_default_verify_paths" in vars(ssl.SSLContext)  # else inherited from C
+
+    def only_if_verifying(context: ssl.SSLContext) -> None:
+        if context.verify_mode != ssl.CERT_NONE:
+            load(context)
+
+    patched: Any = ssl.SSLContext
+    patched.set_default_verify_paths = only_if_verifying
+    try:
+        yield
+    finally:
+        if own:
+            patched.set_default_verify_paths = load
+        else:
+            del patched.set_default_verify_paths
 
 
 def _positive(text: str) -> int:
