@@ -29,6 +29,7 @@ from common import (
     ROOT,
     RssSampler,
     children,
+    cpu_seconds,
     free_port,
     gateway_command,
     rss_mib,
@@ -107,6 +108,8 @@ class Load:
     latency_ms: dict[str, float]
     errors: int
     requests: int = 0
+    # CPU time the serving processes spent per request answered, in µs (0: not sampled).
+    cpu_us: float = 0.0
 
 
 @dataclass
@@ -264,7 +267,7 @@ PEER_ENV = {"PATH": "/usr/bin:/bin:/usr/local/bin", "TRUSTED_CUSTOM_HOSTS": "127
 
 
 @contextmanager
-def peer(log: Path) -> Iterator[str]:
+def peer(log: Path) -> Iterator[tuple[str, list[int]]]:
     port = free_port()
     with (
         log.open("ab") as out,
@@ -273,7 +276,7 @@ def peer(log: Path) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{url}/", process)
         time.sleep(0.5)
-        yield url
+        yield url, [process.pid]
 
 
 def startup_times(config: Path, count: int) -> list[float]:
@@ -336,10 +339,19 @@ def run_once(
         create = "/v1/fine_tuning/jobs"
         result.load_average = os.getloadavg()[0]
 
-        def load(url: str, sent: dict[str, str] | None = None) -> Callable[[], Load]:
-            return lambda: wrk(
-                url + retrieve, connections=64, seconds=seconds, script=script, headers=sent
-            )
+        def load(
+            url: str, pids: list[int], sent: dict[str, str] | None = None
+        ) -> Callable[[], Load]:
+            def measure() -> Load:
+                before = sum(cpu_seconds(pid) for pid in pids)
+                found = wrk(
+                    url + retrieve, connections=64, seconds=seconds, script=script, headers=sent
+                )
+                spent = sum(cpu_seconds(pid) for pid in pids) - before
+                found.cpu_us = spent / max(found.requests, 1) * 1e6
+                return found
+
+            return measure
 
         access_log = workdir / "access.log"
         with gateway(config, 1) as (url, pids):
@@ -357,16 +369,18 @@ def run_once(
             # Three gateways side by side, measured in turns: the virtual key, header
             # routing with a custom host (config.example.toml's path), with its access log.
             with (
-                gateway(example_no_log, 1) as (headers_url, _),
-                gateway(example, 1, log=access_log) as (logged_url, _),
+                gateway(example_no_log, 1) as (headers_url, headers_pids),
+                gateway(example, 1, log=access_log) as (logged_url, logged_pids),
                 RssSampler(pids) as rss,
             ):
                 logged_before = _lines(access_log)
                 answered = best_of(
                     {
-                        "gateway, 1 worker": load(url),
-                        "headers + custom host, 1 worker": load(headers_url, headers),
-                        "headers + custom host, access log on, 1 worker": load(logged_url, headers),
+                        "gateway, 1 worker": load(url, pids),
+                        "headers + custom host, 1 worker": load(headers_url, headers_pids, headers),
+                        "headers + custom host, access log on, 1 worker": load(
+                            logged_url, logged_pids, headers
+                        ),
                     },
                     repeats,
                     result.throughput,
@@ -379,18 +393,23 @@ def run_once(
         peers: dict[str, Callable[[], Load]] = {}
         with contextlib.ExitStack() as stack:
             url, pids = stack.enter_context(gateway(config, 2))
-            example_url, _ = stack.enter_context(gateway(example, 2, log=workdir / "access-2.log"))
+            example_url, example_pids = stack.enter_context(
+                gateway(example, 2, log=workdir / "access-2.log")
+            )
             if result.peer is not None:
-                peer_url = stack.enter_context(peer(workdir / "portkey.log"))
-                peers["portkey, headers + custom host"] = load(peer_url, headers)
+                peer_url, peer_pids = stack.enter_context(peer(workdir / "portkey.log"))
+                peers["portkey, headers + custom host"] = load(peer_url, peer_pids, headers)
             for index, pid in enumerate(pids):
                 result.idle_rss_mib[f"2 workers, worker {index}"] = rss_mib(pid)
             with RssSampler(pids) as rss:
-                result.throughput["gateway, 2 workers"] = load(url)()
+                result.throughput["gateway, 2 workers"] = load(url, pids)()
             for index, pid in enumerate(pids):
                 result.loaded_rss_mib[f"2 workers, worker {index}"] = rss.peak_each[pid]
             best_of(
-                {"config.example.toml, 2 workers": load(example_url, headers), **peers},
+                {
+                    "config.example.toml, 2 workers": load(example_url, example_pids, headers),
+                    **peers,
+                },
                 repeats,
                 result.throughput,
             )
@@ -405,6 +424,10 @@ def run_once(
         + ", ".join(f"{k} {v.latency_ms['p50']:.3f}" for k, v in result.latency.items())
     )
     log("  c64 req/s: " + ", ".join(f"{k} {v.rps:.0f}" for k, v in result.throughput.items()))
+    log(
+        "  c64 CPU us/request: "
+        + ", ".join(f"{k} {v.cpu_us:.0f}" for k, v in result.throughput.items() if v.cpu_us)
+    )
     log(f"  access log lines / requests answered: {result.logged_share:.4f}")
     log(f"  startup median {statistics.median(result.startup_s):.3f} s")
     if result.peer_startup_s:
