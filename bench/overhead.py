@@ -11,12 +11,15 @@ gateway's RSS is sampled. Startup is timed from exec to the first 200 from ``/he
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from common import (
     ROOT,
     RssSampler,
     children,
+    cpu_seconds,
     free_port,
     gateway_command,
     rss_mib,
@@ -103,6 +107,9 @@ class Load:
     rps: float
     latency_ms: dict[str, float]
     errors: int
+    requests: int = 0
+    # CPU time the serving processes spent per request answered, in µs (0: not sampled).
+    cpu_us: float = 0.0
 
 
 @dataclass
@@ -113,17 +120,43 @@ class OverheadRun:
     loaded_rss_mib: dict[str, float] = field(default_factory=dict)
     startup_s: list[float] = field(default_factory=list)
     load_average: float = 0.0
+    # Portkey's open-source gateway, measured in the same run (None: not installed).
+    peer_startup_s: list[float] = field(default_factory=list)
+    peer: str | None = None
+    # Access-log lines written over requests answered, with the access log on (1.0: all).
+    logged_share: float = 0.0
+
+
+# The gateway key, which selects the config's virtual key (its default_virtual_key).
+VIRTUAL_KEY_HEADERS = {"Authorization": f"Bearer {GATEWAY_KEY}"}
+CALLER_KEY = "sk-bench-caller-0123456789"
+
+
+def header_routing(upstream: str) -> dict[str, str]:
+    """What most Portkey users send: a provider, their own key, a custom host."""
+    return {
+        "x-portkey-provider": "openai",
+        "Authorization": f"Bearer {CALLER_KEY}",
+        "x-portkey-custom-host": f"{upstream}/v1",
+    }
 
 
 def wrk(
-    url: str, *, connections: int, seconds: float, script: Path, method: str | None = None
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    script: Path,
+    method: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Load:
     env = {"PATH": "/usr/bin:/bin"}
     if method:
         env.update(BENCH_METHOD=method, BENCH_BODY=CREATE_BODY)
+    sent = VIRTUAL_KEY_HEADERS if headers is None else headers
     command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-        "-s", str(script), "-H", f"Authorization: Bearer {GATEWAY_KEY}", url,
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+        "-s", str(script), *(a for k, v in sent.items() for a in ("-H", f"{k}: {v}")), url,
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=seconds + 60)
     line = next((x for x in done.stdout.splitlines() if x.startswith("WRK ")), None)
@@ -131,7 +164,8 @@ def wrk(
         raise SystemExit(f"wrk failed: {done.stdout}\n{done.stderr}")
     found = json.loads(line[4:])
     latency = {f"p{p}": found[f"p{p}"] / 1000 for p in PERCENTILES}
-    return Load(found["requests"] / found["seconds"], latency, found["errors"] + found["non2xx"])
+    errors = found["errors"] + found["non2xx"]
+    return Load(found["requests"] / found["seconds"], latency, errors, found["requests"])
 
 
 @contextmanager
@@ -152,6 +186,10 @@ def gateway_config(workdir: Path, upstream: str) -> Path:
 [server]
 # Measured as deployed for throughput: one log line per request costs a write each.
 access_log = false
+[routing]
+accept_header_credentials = true
+# The custom host of the header-routing case: the nginx on this machine.
+custom_host_allowlist = ["127.0.0.1/32"]
 [gateway_keys.bench]
 key = "{GATEWAY_KEY}"
 default_virtual_key = "nginx"
@@ -164,11 +202,34 @@ base_url = "{upstream}/v1"
     return config
 
 
+def example_config(workdir: Path, *, access_log: bool = True) -> Path:
+    """``config.example.toml`` as shipped, but for the one entry that lets a request name
+    the nginx on 127.0.0.1 as its custom host (the example lists no custom host)."""
+    text = (ROOT / "config.example.toml").read_text()
+    allow = 'custom_host_allowlist = ["127.0.0.1/32"]'
+    text = text.replace("custom_host_allowlist = []", allow, 1)
+    if not access_log:
+        text = text.replace("access_log = true", "access_log = false", 1)
+    if allow not in text or ("access_log = false" in text) == access_log:
+        raise SystemExit("config.example.toml changed: update bench/overhead.py")
+    config = workdir / ("example.toml" if access_log else "example-no-log.toml")
+    config.write_text(text)
+    return config
+
+
 @contextmanager
-def gateway(config: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
-    """A gateway on a free port: its URL and the pids that serve (the workers)."""
+def gateway(config: Path, workers: int, log: Path | None = None) -> Iterator[tuple[str, list[int]]]:
+    """A gateway on a free port: its URL and the pids that serve (the workers).
+
+    ``log``: where its stderr (the access log with it) goes, as a deployment's log file
+    or collector would take it; discarded when None.
+    """
     port = free_port()
-    with running(gateway_command(config, port, workers), cwd=ROOT) as process:
+    with contextlib.ExitStack() as stack:
+        stderr = stack.enter_context(log.open("ab")) if log else subprocess.DEVNULL
+        process = stack.enter_context(
+            running(gateway_command(config, port, workers), cwd=ROOT, stderr=stderr)
+        )
         url = f"http://127.0.0.1:{port}"
         wait_healthy(f"{url}/health", process)
         deadline = time.monotonic() + 10
@@ -180,33 +241,119 @@ def gateway(config: Path, workers: int) -> Iterator[tuple[str, list[int]]]:
         yield url, serving
 
 
+PEER_DIR = ROOT / "bench" / "portkey-peer"
+PEER_SERVER = PEER_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+
+
+def peer_version() -> str | None:
+    """The installed ``@portkey-ai/gateway`` (``make bench`` installs the pinned one)."""
+    manifest = PEER_SERVER.parent.parent / "package.json"
+    if not manifest.exists() or shutil.which("node") is None:
+        return None
+    return str(json.loads(manifest.read_text())["version"])
+
+
+def peer_command(port: int) -> list[str]:
+    """Portkey's gateway as its CLI starts it (``npx @portkey-ai/gateway --port=N``), headless,
+    held to 127.0.0.1 by a preload (its CLI takes no host)."""
+    return [
+        "node", "--require", str(PEER_DIR / "loopback.cjs"), str(PEER_SERVER),
+        f"--port={port}", "--headless",
+    ]  # fmt: skip
+
+
+# The custom host is nginx on 127.0.0.1, which Portkey allows by default; said explicitly.
+PEER_ENV = {"PATH": "/usr/bin:/bin:/usr/local/bin", "TRUSTED_CUSTOM_HOSTS": "127.0.0.1"}
+
+
+@contextmanager
+def peer(log: Path) -> Iterator[tuple[str, list[int]]]:
+    port = free_port()
+    with (
+        log.open("ab") as out,
+        running(peer_command(port), env=PEER_ENV, stdout=out, stderr=out) as process,
+    ):
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(f"{url}/", process)
+        time.sleep(0.5)
+        yield url, [process.pid]
+
+
 def startup_times(config: Path, count: int) -> list[float]:
+    return _startups(lambda port: gateway_command(config, port), "/health", count)
+
+
+def peer_startup_times(count: int) -> list[float]:
+    return _startups(peer_command, "/", count, env=PEER_ENV)
+
+
+def _startups(
+    command: Callable[[int], list[str]], path: str, count: int, env: dict[str, str] | None = None
+) -> list[float]:
     times = []
     for _ in range(count):
         port = free_port()
         started = time.perf_counter()
         process = subprocess.Popen(
-            gateway_command(config, port), cwd=ROOT,
+            command(port), cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            wait_healthy(f"http://127.0.0.1:{port}/health", process)
+            wait_healthy(f"http://127.0.0.1:{port}{path}", process)
             times.append(time.perf_counter() - started)
         finally:
             stop(process)
     return times
 
 
-def run_once(*, seconds: float, startups: int, log: object = print) -> OverheadRun:
+def best_of(
+    cases: dict[str, Callable[[], Load]], repeats: int, into: dict[str, Load]
+) -> dict[str, int]:
+    """Each case ``repeats`` times, taking turns (ABAB...), its best run kept: cases that
+    are compared with each other see the same machine, and noise only ever slows a run.
+    Returns the requests each case answered over all its runs."""
+    answered = dict.fromkeys(cases, 0)
+    for _ in range(repeats):
+        for name, measure in cases.items():
+            load = measure()
+            answered[name] += load.requests
+            if name not in into or load.rps > into[name].rps:
+                into[name] = load
+    return answered
+
+
+def run_once(
+    *, seconds: float, startups: int, repeats: int = 2, log: Callable[[str], object] = print
+) -> OverheadRun:
     result = OverheadRun()
+    result.peer = peer_version()
     with tempfile.TemporaryDirectory(prefix="ftg-bench-") as tmp, nginx(Path(tmp)) as upstream:
         workdir = Path(tmp)
         script = workdir / "report.lua"
         script.write_text(WRK_SCRIPT)
         config = gateway_config(workdir, upstream)
+        example = example_config(workdir)
+        example_no_log = example_config(workdir, access_log=False)
+        headers = header_routing(upstream)
         retrieve = f"/v1/fine_tuning/jobs/{JOB_ID}"
         create = "/v1/fine_tuning/jobs"
-        result.load_average = __import__("os").getloadavg()[0]
+        result.load_average = os.getloadavg()[0]
+
+        def load(
+            url: str, pids: list[int], sent: dict[str, str] | None = None
+        ) -> Callable[[], Load]:
+            def measure() -> Load:
+                before = sum(cpu_seconds(pid) for pid in pids)
+                found = wrk(
+                    url + retrieve, connections=64, seconds=seconds, script=script, headers=sent
+                )
+                spent = sum(cpu_seconds(pid) for pid in pids) - before
+                found.cpu_us = spent / max(found.requests, 1) * 1e6
+                return found
+
+            return measure
+
+        access_log = workdir / "access.log"
         with gateway(config, 1) as (url, pids):
             result.idle_rss_mib["1 worker"] = rss_mib(pids[0])
             for name, base in (("direct", upstream), ("gateway", url)):
@@ -219,28 +366,77 @@ def run_once(*, seconds: float, startups: int, log: object = print) -> OverheadR
             result.throughput["direct"] = wrk(
                 upstream + retrieve, connections=64, seconds=seconds, script=script
             )
-            with RssSampler(pids) as rss:
-                result.throughput["gateway, 1 worker"] = wrk(
-                    url + retrieve, connections=64, seconds=seconds, script=script
+            # Three gateways side by side, measured in turns: the virtual key, header
+            # routing with a custom host (config.example.toml's path), with its access log.
+            with (
+                gateway(example_no_log, 1) as (headers_url, headers_pids),
+                gateway(example, 1, log=access_log) as (logged_url, logged_pids),
+                RssSampler(pids) as rss,
+            ):
+                logged_before = _lines(access_log)
+                answered = best_of(
+                    {
+                        "gateway, 1 worker": load(url, pids),
+                        "headers + custom host, 1 worker": load(headers_url, headers_pids, headers),
+                        "headers + custom host, access log on, 1 worker": load(
+                            logged_url, logged_pids, headers
+                        ),
+                    },
+                    repeats,
+                    result.throughput,
                 )
             result.loaded_rss_mib["1 worker"] = rss.peak
-        with gateway(config, 2) as (url, pids):
+        # Stopped, so every line is out: as many as wrk saw answered (a few more, for
+        # requests in flight when a wrk run ended).
+        logged = answered["headers + custom host, access log on, 1 worker"]
+        result.logged_share = (_lines(access_log) - logged_before) / logged
+        peers: dict[str, Callable[[], Load]] = {}
+        with contextlib.ExitStack() as stack:
+            url, pids = stack.enter_context(gateway(config, 2))
+            example_url, example_pids = stack.enter_context(
+                gateway(example, 2, log=workdir / "access-2.log")
+            )
+            if result.peer is not None:
+                peer_url, peer_pids = stack.enter_context(peer(workdir / "portkey.log"))
+                peers["portkey, headers + custom host"] = load(peer_url, peer_pids, headers)
             for index, pid in enumerate(pids):
                 result.idle_rss_mib[f"2 workers, worker {index}"] = rss_mib(pid)
             with RssSampler(pids) as rss:
-                result.throughput["gateway, 2 workers"] = wrk(
-                    url + retrieve, connections=64, seconds=seconds, script=script
-                )
+                result.throughput["gateway, 2 workers"] = load(url, pids)()
             for index, pid in enumerate(pids):
                 result.loaded_rss_mib[f"2 workers, worker {index}"] = rss.peak_each[pid]
-        result.startup_s = startup_times(config, startups)
-    for name, load in {**result.latency, **result.throughput}.items():
-        if load.errors:
-            raise SystemExit(f"{name}: {load.errors} failed requests: figures not valid")
+            best_of(
+                {
+                    "config.example.toml, 2 workers": load(example_url, example_pids, headers),
+                    **peers,
+                },
+                repeats,
+                result.throughput,
+            )
+        result.startup_s = startup_times(example, startups)
+        if result.peer is not None:
+            result.peer_startup_s = peer_startup_times(startups)
+    for name, found in {**result.latency, **result.throughput}.items():
+        if found.errors:
+            raise SystemExit(f"{name}: {found.errors} failed requests: figures not valid")
     log(
         "  c1 p50 ms: "
         + ", ".join(f"{k} {v.latency_ms['p50']:.3f}" for k, v in result.latency.items())
     )
     log("  c64 req/s: " + ", ".join(f"{k} {v.rps:.0f}" for k, v in result.throughput.items()))
+    log(
+        "  c64 CPU us/request: "
+        + ", ".join(f"{k} {v.cpu_us:.0f}" for k, v in result.throughput.items() if v.cpu_us)
+    )
+    log(f"  access log lines / requests answered: {result.logged_share:.4f}")
     log(f"  startup median {statistics.median(result.startup_s):.3f} s")
+    if result.peer_startup_s:
+        log(f"  portkey startup median {statistics.median(result.peer_startup_s):.3f} s")
     return result
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with path.open("rb") as found:
+        return sum(1 for line in found if b" finetune_gateway.access " in line)

@@ -68,15 +68,81 @@ def overhead_rows(runs: Sequence[OverheadRun]) -> list[Row]:
             Row(f"retrieve, c=64: req/s through the gateway, {workers}",
                 f"{rps:,.0f} ({share:.1%} of direct)", target, met)
         )  # fmt: skip
+    rows += routing_rows(runs)
     idle = median_of(runs, lambda r: max(r.idle_rss_mib.values()) * MIB_TO_MB)
     loaded = median_of(runs, lambda r: max(r.loaded_rss_mib.values()) * MIB_TO_MB)
     startup = statistics.median(s for run in runs for s in run.startup_s)
+    peer_startups = [s for run in runs for s in run.peer_startup_s]
     rows += [
         Row("RSS idle, largest worker", f"{idle:.0f} MB", "<= 60 MB per worker", idle <= 60),
         Row("RSS under the c=64 load, largest worker", f"{loaded:.0f} MB"),
-        Row("startup: exec to first 200 from /health", f"{startup:.3f} s", "<= 0.3 s",
-            startup <= 0.3),
+        Row("startup: exec to first 200 from /health (config.example.toml)",
+            f"{startup:.3f} s", "<= 0.3 s", startup <= 0.3),
     ]  # fmt: skip
+    if peer_startups:
+        peer = statistics.median(peer_startups)
+        rows.append(
+            Row(f"startup of {_peer_name(runs)}: exec to first 200 from /",
+                f"{peer:.3f} s (ours {startup / peer:.2f}x its)", "ours no slower",
+                startup <= peer)
+        )  # fmt: skip
+    return rows
+
+
+HEADERS = "headers + custom host, 1 worker"
+LOGGED = "headers + custom host, access log on, 1 worker"
+EXAMPLE_2 = "config.example.toml, 2 workers"
+PEER = "portkey, headers + custom host"
+
+
+def _peer_name(runs: Sequence[OverheadRun]) -> str:
+    return f"Portkey's gateway {runs[0].peer}" if runs and runs[0].peer else "Portkey's gateway"
+
+
+def routing_rows(runs: Sequence[OverheadRun]) -> list[Row]:
+    """Header routing (what most Portkey users send), the access log's cost, the peer."""
+    if not runs or HEADERS not in runs[0].throughput:
+        return []
+    vk = median_of(runs, lambda r: r.throughput["gateway, 1 worker"].rps)
+    headers = median_of(runs, lambda r: r.throughput[HEADERS].rps)
+    logged = median_of(runs, lambda r: r.throughput[LOGGED].rps)
+    of_vk = median_of(
+        runs, lambda r: r.throughput[HEADERS].rps / r.throughput["gateway, 1 worker"].rps
+    )
+    log_cost = median_of(runs, lambda r: 1 - r.throughput[LOGGED].rps / r.throughput[HEADERS].rps)
+    share = median_of(runs, lambda r: r.logged_share)
+    example = median_of(runs, lambda r: r.throughput[EXAMPLE_2].rps)
+
+    def cpu(name: str) -> str:
+        """The serving processes' CPU per request (robust where req/s is noisy)."""
+        found = [run.throughput[name].cpu_us for run in runs if run.throughput[name].cpu_us]
+        return f"; {statistics.median(found):.0f} µs CPU/request" if found else ""
+
+    rows = [
+        Row("retrieve, c=64: req/s, virtual key (gateway key), 1 worker, best of turns",
+            f"{vk:,.0f}{cpu('gateway, 1 worker')}"),
+        Row("retrieve, c=64: req/s, x-portkey-provider + Authorization + custom host, "
+            "1 worker, access log off",
+            f"{headers:,.0f} ({of_vk:.1%} of the virtual key's{cpu(HEADERS)})",
+            ">= 90% of the virtual key's", of_vk >= 0.9),
+        Row("... the same with the access log on (to a file)",
+            f"{logged:,.0f} (costs {log_cost:.1%}{cpu(LOGGED)})", "log costs <= 5%",
+            log_cost <= 0.05),
+        Row("... access-log lines written per request answered", f"{share:.4f}",
+            ">= 1 (every line)", share >= 1),
+        Row("retrieve, c=64: req/s, config.example.toml path (headers, custom host, "
+            "access log on), 2 workers", f"{example:,.0f}{cpu(EXAMPLE_2)}"),
+    ]  # fmt: skip
+    if all(PEER in run.throughput for run in runs):
+        peer = median_of(runs, lambda r: r.throughput[PEER].rps)
+        times = median_of(runs, lambda r: r.throughput[EXAMPLE_2].rps / r.throughput[PEER].rps)
+        rows += [
+            Row(f"retrieve, c=64: req/s, {_peer_name(runs)} (one node process), same headers",
+                f"{peer:,.0f} (ours with 2 workers: {times:.2f}x{cpu(PEER)})",
+                "ours >= 3x", times >= 3),
+        ]  # fmt: skip
+    else:
+        rows.append(Row("Portkey's gateway", "not installed: not measured"))
     return rows
 
 

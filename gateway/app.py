@@ -27,6 +27,7 @@ from gateway.middleware import (
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
 from gateway.resolver import GuardedResolver
+from gateway.routing import RoutingCache
 from gateway.upstream import without_silent_retries
 
 
@@ -38,6 +39,7 @@ def make_app(
     app[keys.CONFIG] = config
     app[keys.REGISTRY] = registry if registry is not None else Registry.discover()
     app[keys.METRICS] = Metrics(worker)
+    app[keys.ROUTES] = RoutingCache()
     limits = config.limits
     app[keys.LINE_LIMITS] = LineLimits(
         limits.max_line_bytes, LineBudget(limits.line_buffer_budget_bytes)

@@ -19,7 +19,8 @@ so the host that was checked would not be the host that is called.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Annotated, Literal
 
 import msgspec
@@ -52,6 +53,18 @@ def kinds(settings_type: type[msgspec.Struct]) -> dict[str, Kind]:
         if kind is not None:
             found[field.name] = kind
     return found
+
+
+@functools.cache
+def field_defaults(settings_type: type[msgspec.Struct]) -> Mapping[str, object]:
+    """Field name -> default (``msgspec.NODEFAULT`` where it has none) of a settings type.
+
+    ``msgspec.structs.fields`` evaluates the type's annotations on every call, which
+    costs more than routing a request; a type's fields never change, so once per type.
+    """
+    return MappingProxyType(
+        {field.name: field.default for field in msgspec.structs.fields(settings_type)}
+    )
 
 
 def _kind_of(info: msgspec.inspect.Type) -> Kind | None:

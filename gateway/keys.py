@@ -12,6 +12,7 @@ from gateway.http1 import Http1Pool
 from gateway.line_budget import LineLimits
 from gateway.pool import ProviderPool
 from gateway.registry import Registry
+from gateway.routing import RoutingCache
 
 if TYPE_CHECKING:  # gateway.metrics reads the request keys below
     from gateway.metrics import Metrics
@@ -20,6 +21,8 @@ CONFIG = web.AppKey("config", Config)
 REGISTRY = web.AppKey("registry", Registry)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 POOL = web.AppKey("pool", ProviderPool)
+# Targets already resolved, by the routing headers that chose them (gateway.routing).
+ROUTES = web.AppKey("routes", RoutingCache)
 # The lean keep-alive client for providers' JSON calls (see gateway.http1).
 HTTP1 = web.AppKey("http1", Http1Pool)
 # The process's limits on training-file lines (set per request for gateway.jsonl).

@@ -9,11 +9,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from secrets import token_hex
+from typing import IO
 
 import msgspec
 from aiohttp import web
@@ -82,31 +85,125 @@ def _log_access(request: web.Request, status: int, seconds: float) -> None:
     # a caller or an upstream can shape (the decoded path, an upstream's request id) are
     # escaped, so one request is always one line of space-separated fields.
     upstream = request.get(keys.UPSTREAM_SECONDS)
-    access_log.info(
-        "request_id=%s method=%s path=%s provider=%s status=%d upstream_ms=%s total_ms=%.2f"
-        " upstream_request_id=%s",
-        log_field(request[keys.REQUEST_ID]),
-        log_field(request.method),
-        log_field(request.path),
-        log_field(request.get(keys.PROVIDER, "-")),
-        status,
-        "-" if upstream is None else f"{upstream * 1000:.2f}",
-        seconds * 1000,
-        log_field((request.get(keys.UPSTREAM_REQUEST_IDS) or ["-"])[-1]),
+    line = (
+        f"request_id={log_field(request[keys.REQUEST_ID])}"
+        f" method={log_field(request.method)}"
+        f" path={log_field(request.path)}"
+        f" provider={log_field(request.get(keys.PROVIDER, '-'))}"
+        f" status={status:d}"
+        f" upstream_ms={'-' if upstream is None else f'{upstream * 1000:.2f}'}"
+        f" total_ms={seconds * 1000:.2f}"
+        f" upstream_request_id={log_field((request.get(keys.UPSTREAM_REQUEST_IDS) or ['-'])[-1])}"
     )
+    writer = _writer
+    if writer is not None and writer.sole_handler():
+        writer.write(line)  # what logging would do with the record, without making one
+    else:
+        access_log.info("%s", line)
+
+
+class AccessLogWriter(logging.Handler):
+    """The access log as ``serve`` writes it: the root handler's format, buffered.
+
+    A line per request written and flushed at once costs a write(2) each, a fifth of a
+    cheap request's time; here lines are formatted without a LogRecord or a Formatter
+    and written together, at most ``FLUSH_SECONDS`` after the first of them (scheduled
+    on the running event loop) or once ``MAX_PENDING`` wait, whichever is first. No line
+    is dropped: ``flush`` (and so ``logging.shutdown``, which ``serve`` and every worker
+    run on their way out) writes whatever waits. Only a process killed outright loses
+    the lines of its last ``FLUSH_SECONDS``.
+    """
+
+    FLUSH_SECONDS = 0.1
+    MAX_PENDING = 256
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._second = -1
+        self._stamp = ""
+        self._guard = threading.Lock()  # the pending lines, between threads
+
+    def sole_handler(self) -> bool:
+        """Whether logging would hand an access line to this handler and no other."""
+        logger = access_log
+        return (
+            not logger.propagate
+            and logger.handlers == [self]
+            and not logger.filters
+            and not logger.disabled
+            and logger.isEnabledFor(logging.INFO)
+        )
+
+    def write(self, message: str) -> None:
+        now = time.time()
+        second = int(now)
+        if second != self._second:  # logging's asctime, formatted once a second
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        milliseconds = int((now - second) * 1000)
+        line = f"{self._stamp},{milliseconds:03d} INFO {access_log.name} {message}\n"
+        with self._guard:
+            self._pending.append(line)
+            full = len(self._pending) >= self.MAX_PENDING
+            schedule = not full and not self._scheduled
+            self._scheduled = self._scheduled or schedule
+        if full:
+            self.flush()
+        elif schedule:
+            try:
+                asyncio.get_running_loop().call_later(self.FLUSH_SECONDS, self.flush)
+            except RuntimeError:  # no event loop in this thread: no later, so now
+                self.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write(record.getMessage())
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self._guard:
+            lines, self._pending = self._pending, []
+            self._scheduled = False
+            if lines:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+
+    def close(self) -> None:
+        self.flush()
+        super().close()
+
+
+_writer: AccessLogWriter | None = None
+
+
+def install_access_log(stream: IO[str]) -> AccessLogWriter:
+    """Write the access log to ``stream`` through an ``AccessLogWriter`` (for ``serve``):
+    the access logger's lines then go there alone, as the root handler would write them."""
+    global _writer
+    writer = AccessLogWriter(stream)
+    access_log.addHandler(writer)
+    access_log.propagate = False
+    _writer = writer
+    return writer
 
 
 # Printable ASCII but the characters that would make a field ambiguous: "%" (the escape
 # itself), quotes and backslash (for log shippers that parse them), "=" stays (key=value).
 _PLAIN = frozenset(chr(c) for c in range(0x21, 0x7F)) - set('%"\\')
+# Any character not in _PLAIN (one regex scan: a field is checked on every request).
+_NOT_PLAIN = re.compile("[^" + "".join(re.escape(ch) for ch in sorted(_PLAIN)) + "]")
 
 
 def log_field(value: str) -> str:
     """``value`` with every other character percent-encoded (UTF-8), as in a URL: no
     CR, LF, space or other control can split or forge a log line."""
-    if all(ch in _PLAIN for ch in value):
+    if _NOT_PLAIN.search(value) is None:
         return value or "-"
-    return "".join(ch if ch in _PLAIN else _percent(ch) for ch in value)
+    return _NOT_PLAIN.sub(lambda found: _percent(found.group()), value)
 
 
 def _percent(ch: str) -> str:

@@ -12,21 +12,22 @@ reach internal addresses.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
 import msgspec
-from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway.addresses import allow_list, parse_address
 from gateway.config import Config, GatewayKey, VirtualKey
 from gateway.destinations import check_bound, invalid_url, keeps_config_secrets, refuse_controls
 from gateway.errors import BadRequest, Forbidden, Unauthorized
-from gateway.fields import bad_destination_field, fields_of_kind, kinds
+from gateway.fields import bad_destination_field, field_defaults, fields_of_kind, kinds
 from gateway.json_depth import decode_bounded
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
@@ -73,7 +74,7 @@ def authenticate(headers: Mapping[str, str], config: Config) -> GatewayKey | Non
 
 
 def resolve_target(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    headers: Mapping[str, str],
     config: Config,
     registry: Registry,
     gateway_key: GatewayKey | None,
@@ -132,7 +133,7 @@ def _check_request_urls(
     bad = bad_destination_field(settings)
     if bad is not None:
         raise invalid_url(param_of(bad))
-    defaults = {field.name: field.default for field in msgspec.structs.fields(settings)}
+    defaults = field_defaults(type(settings))
     for name, value in fields_of_kind(settings, "url"):
         if name != "custom_host" and value != defaults[name]:  # the default: its real API
             check_custom_host(value, allowlist, param_of(name))
@@ -141,9 +142,9 @@ def _check_request_urls(
 def _overlay(defaults: ProviderSettings, given: ProviderSettings) -> ProviderSettings:
     """The config's ``[providers.<slug>]`` settings, with those a request gave on top."""
     changed = {
-        field.name: getattr(given, field.name)
-        for field in msgspec.structs.fields(given)
-        if getattr(given, field.name) != field.default
+        name: getattr(given, name)
+        for name, default in field_defaults(type(given)).items()
+        if getattr(given, name) != default
     }
     return msgspec.structs.replace(defaults, **changed) if changed else defaults
 
@@ -196,21 +197,169 @@ _names_to_resolve: ContextVar[list[tuple[str, str]] | None] = ContextVar(
 
 
 async def resolve_checked_target(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    headers: Mapping[str, str],
     config: Config,
     registry: Registry,
     gateway_key: GatewayKey | None,
+    cache: RoutingCache | None = None,
 ) -> Target:
     """``resolve_target``, then every host name the request gave resolved and checked.
 
     A name must resolve, within the connect timeout, only to addresses the allow-list
     allows, or the request is a 400 naming the header or config field that gave it.
     The HTTP client checks again when it connects (``gateway.resolver``).
+
+    With a ``cache`` (one per app, so per config), a request whose routing headers are
+    the same as an earlier one's takes that one's target (``RoutingCache``), and a name
+    found allowed is not looked up again for ``RoutingCache.name_ttl`` seconds: the
+    connection-time check still holds every connection to it to the allow-list.
     """
-    with _noting_names() as names:
-        target = resolve_target(headers, config, registry, gateway_key)
-    await _check_names(names, config)
+    found = cache.get(headers, gateway_key) if cache is not None else None
+    if found is not None:
+        target, names = found
+    else:
+        read = _ReadHeaders(headers)
+        with _noting_names() as noted:
+            target = resolve_target(read, config, registry, gateway_key)
+        names = tuple(noted)
+        if cache is not None:
+            cache.put(read, gateway_key, target, names)
+    await _check_names(names, config, cache)
     return target
+
+
+class _ReadHeaders(Mapping[str, str]):
+    """Request headers, noting which were read (case-insensitively) and what they held.
+
+    Routing reads headers by name only (``get``, ``[]``, ``in``); anything that walks
+    them all (iteration, ``len``) makes the result depend on every header, so it marks
+    the reading as not reusable.
+    """
+
+    __slots__ = ("_headers", "reads", "whole")
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        self._headers = headers
+        self.reads: dict[str, str | None] = {}
+        self.whole = False  # True once every header was looked at: not cacheable
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._headers.get(key)
+        self.reads.setdefault(key.lower(), value)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> str:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return str(value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        self.whole = True
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        self.whole = True
+        return len(self._headers)
+
+
+_CacheKey = tuple[str | None, tuple[str, ...], tuple[str | None, ...]]
+
+
+class RoutingCache:
+    """Targets resolved from headers, reused by requests with the same routing headers.
+
+    Routing is a pure function of the config (one per app, as is this cache), the
+    caller's gateway key and the headers it reads. So an entry is keyed by the exact
+    values of the headers its resolution read (absent ones included, as absent) and the
+    gateway key's name: a request that holds the same values in those headers would be
+    routed the same way, step by step, so it gets the same target, and a request that
+    differs in any of them (another ``Authorization``, another custom host) misses and
+    is resolved afresh. Which headers are read depends on the route (a virtual key
+    reads fewer than a provider's headers), so the distinct sets of names read are kept
+    too, a few, and each is tried on lookup. Refusals are never cached: they are
+    resolved (and refused) again each time. A resolution that walked every header is
+    not cached.
+
+    Credentials are part of the keys, as they are of the pool's (``gateway.pool``): held
+    in memory only, never logged, and ``repr`` shows counts only. Both parts are bounded
+    least-recently-used maps. Host names a request gave are kept with the target and
+    checked on every use (``resolve_checked_target``); a name found allowed is taken as
+    allowed for ``name_ttl`` seconds (a refusal is never kept). That is safe for as long
+    as it lasts because the check that stops rebinding is the connection's: every
+    connection to such a name is resolved and checked again as it is made
+    (``gateway.resolver.GuardedResolver``), cached or not; this one only turns a name
+    that resolves where it may not into a 400 before any work is done.
+    """
+
+    def __init__(self, max_size: int = 256, max_name_sets: int = 16, name_ttl: float = 5.0) -> None:
+        self.max_size = max_size
+        self.max_name_sets = max_name_sets
+        self.name_ttl = name_ttl
+        self._names_allowed: OrderedDict[str, float] = OrderedDict()  # name -> until
+        self._entries: OrderedDict[_CacheKey, tuple[Target, tuple[tuple[str, str], ...]]] = (
+            OrderedDict()
+        )
+        self._name_sets: OrderedDict[tuple[str, ...], None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<RoutingCache {len(self._entries)} targets, {len(self._name_sets)} name sets>"
+
+    def get(
+        self, headers: Mapping[str, str], gateway_key: GatewayKey | None
+    ) -> tuple[Target, tuple[tuple[str, str], ...]] | None:
+        gk = gateway_key.name if gateway_key is not None else None
+        for names in reversed(self._name_sets):
+            key = (gk, names, tuple(headers.get(name) for name in names))
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                return found
+        return None
+
+    def put(
+        self,
+        read: _ReadHeaders,
+        gateway_key: GatewayKey | None,
+        target: Target,
+        names: tuple[tuple[str, str], ...],
+    ) -> None:
+        if read.whole:
+            return
+        ordered = tuple(sorted(read.reads))
+        values = tuple(read.reads[name] for name in ordered)
+        gk = gateway_key.name if gateway_key is not None else None
+        self._name_sets[ordered] = None
+        self._name_sets.move_to_end(ordered)
+        while len(self._name_sets) > self.max_name_sets:
+            dropped, _ = self._name_sets.popitem(last=False)
+            for key in [k for k in self._entries if k[1] == dropped]:
+                del self._entries[key]
+        self._entries[(gk, ordered, values)] = (target, names)
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+
+    def name_allowed(self, host: str) -> bool:
+        """Whether ``host`` was found allowed less than ``name_ttl`` seconds ago."""
+        until = self._names_allowed.get(host)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._names_allowed[host]
+        return False
+
+    def note_name_allowed(self, host: str) -> None:
+        self._names_allowed[host] = time.monotonic() + self.name_ttl
+        self._names_allowed.move_to_end(host)
+        while len(self._names_allowed) > self.max_size:
+            self._names_allowed.popitem(last=False)
 
 
 def check_overrides(
@@ -242,14 +391,19 @@ def _noting_names() -> Iterator[list[tuple[str, str]]]:
         _names_to_resolve.reset(token)
 
 
-async def _check_names(names: list[tuple[str, str]], config: Config) -> None:
+async def _check_names(
+    names: Sequence[tuple[str, str]], config: Config, cache: RoutingCache | None = None
+) -> None:
     allowlist = allow_list(config.routing.custom_host_allowlist)
     timeout = config.upstream.connect_timeout
     checked: set[str] = set()
     for host, param in names:
-        if host not in checked:
-            checked.add(host)
-            await check_resolved_name(host, allowlist, timeout=timeout, param=param)
+        if host in checked or (cache is not None and cache.name_allowed(host)):
+            continue
+        checked.add(host)
+        await check_resolved_name(host, allowlist, timeout=timeout, param=param)
+        if cache is not None:
+            cache.note_name_allowed(host)
 
 
 def target_of_virtual_key(
@@ -434,12 +588,38 @@ def _match_gateway_key(candidate: str, config: Config) -> GatewayKey | None:
     return found
 
 
-def _without_gateway_credentials(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], config: Config
-) -> CIMultiDict[str]:
+def _without_gateway_credentials(headers: Mapping[str, str], config: Config) -> Mapping[str, str]:
     """The headers a provider may read: the gateway's own key is never a provider's."""
-    out = CIMultiDict(headers)
-    out.popall("x-portkey-api-key", None)
+    hidden = {"x-portkey-api-key"}
     if _match_gateway_key(_bearer(headers), config) is not None:
-        out.popall("authorization", None)
-    return out
+        hidden.add("authorization")
+    return _Without(headers, frozenset(hidden))
+
+
+class _Without(Mapping[str, str]):
+    """``headers`` without the (lower-case) names in ``hidden``: a view, not a copy."""
+
+    __slots__ = ("_headers", "_hidden")
+
+    def __init__(self, headers: Mapping[str, str], hidden: frozenset[str]) -> None:
+        self._headers = headers
+        self._hidden = hidden
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key.lower() in self._hidden:
+            return default
+        return self._headers.get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        if key.lower() in self._hidden:
+            raise KeyError(key)
+        return self._headers[key]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() not in self._hidden and key in self._headers
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in self._headers if name.lower() not in self._hidden)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -22,6 +22,7 @@ from typing import Protocol
 import msgspec
 
 from gateway.errors import InternalError
+from gateway.fields import field_defaults
 from gateway.provider import Provider, ProviderSettings
 
 
@@ -66,7 +67,7 @@ def with_overrides(settings: ProviderSettings, overrides: Mapping[str, str]) -> 
     field ``aws_s3_bucket``), so one set of options can be given for any target: a
     Vertex bucket name means nothing to Bedrock and is left out there.
     """
-    fields = {f.name: f for f in msgspec.structs.fields(settings)}
+    fields = field_defaults(type(settings))
     changes: dict[str, str] = {}
     for header, value in overrides.items():
         name = header.lower().removeprefix("x-portkey-").replace("-", "_")

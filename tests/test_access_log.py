@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.client
+import io
 import logging
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import openai
 import pytest
 
+from gateway import middleware
+from gateway.middleware import AccessLogWriter, install_access_log
 from tests.conftest import GATEWAY_KEY, OTHER_GATEWAY_KEY, TRAINING_JSONL, UPSTREAM_KEY, Stack
+from tests.support.serve import free_port
 
 ACCESS = re.compile(
     r"request_id=(?P<id>\S+) method=(?P<method>[A-Z]+) path=(?P<path>\S+) "
     r"provider=(?P<provider>\S+) status=(?P<status>\d{3}) upstream_ms=(?P<upstream>\S+) "
     r"total_ms=(?P<total>[\d.]+) upstream_request_id=(?P<upstream_id>\S+)"
 )
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_access_log_one_line_per_request_with_ids(
@@ -97,3 +111,108 @@ def test_no_secret_in_any_log_line(stack: Stack, caplog: pytest.LogCaptureFixtur
     text = "\n".join(r.getMessage() + (r.exc_text or "") for r in server_side)
     for secret in secrets:
         assert secret not in text
+
+
+# ---- The access log as serve writes it (gateway.middleware.AccessLogWriter) ---------
+
+SERVED_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO finetune_gateway\.access request_id=\S+ "
+)
+
+
+@pytest.fixture
+def writer() -> Iterator[tuple[AccessLogWriter, io.StringIO]]:
+    stream = io.StringIO()
+    logger = middleware.access_log
+    before = (logger.propagate, logger.level, middleware._writer)
+    installed = install_access_log(stream)
+    logger.setLevel(logging.INFO)  # as serve's logging.basicConfig(level=INFO) makes it
+    try:
+        yield installed, stream
+    finally:
+        logger.removeHandler(installed)
+        logger.propagate, middleware._writer = before[0], before[2]
+        logger.setLevel(before[1])
+
+
+async def test_served_access_lines_are_batched_then_all_written(
+    writer: tuple[AccessLogWriter, io.StringIO],
+) -> None:
+    installed, stream = writer
+    for index in range(3):
+        installed.write(f"request_id=r{index} status=200")
+    assert stream.getvalue() == ""  # not one write per line
+    await asyncio.sleep(AccessLogWriter.FLUSH_SECONDS * 3)
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" ", 4)[2:4] for line in lines] == [["INFO", "finetune_gateway.access"]] * 3
+    assert all(SERVED_LINE.match(line) for line in lines), lines
+    assert [line.rsplit("request_id=", 1)[1] for line in lines] == [
+        "r0 status=200",
+        "r1 status=200",
+        "r2 status=200",
+    ]
+    # A full batch goes at once; whatever waits goes on close (logging.shutdown).
+    for index in range(AccessLogWriter.MAX_PENDING):
+        installed.write(f"request_id=b{index}")
+    assert len(stream.getvalue().splitlines()) == 3 + AccessLogWriter.MAX_PENDING
+    installed.write("request_id=last")
+    installed.close()
+    assert stream.getvalue().splitlines()[-1].endswith("request_id=last")
+
+
+def test_served_access_lines_outside_an_event_loop_are_written_at_once(
+    writer: tuple[AccessLogWriter, io.StringIO],
+) -> None:
+    installed, stream = writer
+    installed.write("request_id=now")
+    assert stream.getvalue().endswith("request_id=now\n")
+
+
+def test_served_access_lines_keep_one_line_per_request(
+    stack: Stack, writer: tuple[AccessLogWriter, io.StringIO]
+) -> None:
+    installed, stream = writer
+    client = stack.client()
+    client.files.list()
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("x", extra_headers={"x-request-id": "caller-id"})
+    installed.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all(SERVED_LINE.match(line) for line in lines), lines
+    found = [ACCESS.search(line) for line in lines]
+    assert found[0] is not None and found[1] is not None
+    assert (found[0]["path"], found[0]["status"]) == ("/v1/files", "200")
+    assert (found[1]["id"], found[1]["status"]) == ("caller-id", "404")
+
+
+def test_serve_writes_every_access_line_before_it_exits(tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "stderr").open("w+")
+    command = [sys.executable, "-m", "gateway", "serve", "--config", "config.example.toml"]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=ROOT,
+        stderr=log,  # a file, as a deployment's log: a pipe left unread would fill
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(500):
+            connection.request("GET", "/health")
+            assert connection.getresponse().read() == b'{"status": "ok"}'
+        connection.close()
+    finally:
+        process.send_signal(signal.SIGTERM)  # at once: lines may still wait to be written
+        process.wait(timeout=20)
+        log.seek(0)
+        stderr = log.read()
+        log.close()
+    assert process.returncode == 0, stderr
+    assert stderr.count(" INFO finetune_gateway.access request_id=") == 500

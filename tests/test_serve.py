@@ -171,3 +171,31 @@ def test_serve_refuses_a_network_address_with_no_gateway_keys() -> None:
     assert result.returncode == 2
     assert "refusing to listen on 0.0.0.0" in result.stderr
     assert "--allow-open" in result.stderr
+
+
+def test_serve_loads_the_ca_store_into_aiohttp_verifying_context_only() -> None:
+    """Startup skips the CA store of aiohttp's context that verifies nothing, not the one
+    that verifies, and leaves ssl as it found it."""
+    probe = (
+        "import ssl\n"
+        "from gateway.cli import _no_ca_store_for_unverified_contexts\n"
+        "with _no_ca_store_for_unverified_contexts():\n"
+        "    from aiohttp import connector\n"
+        "verified = connector._SSL_CONTEXT_VERIFIED\n"
+        "unverified = connector._SSL_CONTEXT_UNVERIFIED\n"
+        "assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname\n"
+        "assert unverified.verify_mode == ssl.CERT_NONE\n"
+        "assert 'set_default_verify_paths' not in vars(ssl.SSLContext)\n"
+        "fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n"
+        "fresh.check_hostname = False\n"
+        "fresh.verify_mode = ssl.CERT_NONE\n"
+        "fresh.set_default_verify_paths()\n"
+        "print(verified.cert_store_stats()['x509_ca'], unverified.cert_store_stats()['x509_ca'],\n"
+        "      fresh.cert_store_stats()['x509_ca'] == ssl.create_default_context()"
+        ".cert_store_stats()['x509_ca'])\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    verified, unverified, restored = found.stdout.split()
+    assert int(verified) > 0 and int(unverified) == 0 and restored == "True"

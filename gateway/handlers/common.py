@@ -37,7 +37,7 @@ async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
     app = request.app
     gateway_key = request.get(keys.GATEWAY_KEY)
     target = await resolve_checked_target(
-        request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key
+        request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key, app.get(keys.ROUTES)
     )
     request[keys.PROVIDER] = target.provider.slug
     scope = CallScope(
