@@ -1,9 +1,9 @@
 """Per-step metrics of a finished job on Azure's dated API, from its results file.
 
-Per "Fine-tune models with Azure OpenAI" (learn.microsoft.com, azure-ai-foundry
-fine-tuning, the REST tab: "Analyze your customized model"), a job that succeeds has a
-result file, ``results.csv``, with a header and one row per training step: ``step``,
-``train_loss``, ``train_mean_token_accuracy``, ``valid_loss``,
+Per Microsoft's fine-tuning how-to, REST version (learn.microsoft.com; source
+MicrosoftDocs/azure-ai-docs ``articles/ai-foundry/openai/includes/fine-tuning-rest.md``),
+a job that succeeds has a result file, ``results.csv``, with a header and one row per
+training step: ``step``, ``train_loss``, ``train_mean_token_accuracy``, ``valid_loss``,
 ``validation_mean_token_accuracy``, ``full_valid_loss``, ``full_valid_mean_token_accuracy``
 (the ``full_*`` columns at the end of each epoch). Its rows become OpenAI metrics events;
 ``validation_mean_token_accuracy`` is OpenAI's ``valid_mean_token_accuracy``.
