@@ -10,6 +10,7 @@ files list, which does not page, is paged here. Uploads and downloads stream on 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -36,13 +37,16 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
+from gateway.step_metrics import EventLog
 from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
 from gateway_azure import transform as tf
 from gateway_azure.errors import parse_error
+from gateway_azure.results import MAX_EVENTS, merged_log, results_block
 from gateway_azure.settings import AzureSettings, Surface, settings_from_headers
 
 T = TypeVar("T")
 _CHUNK = 256 * 1024
+_LOGS_KEPT = 64  # finished jobs whose events and results file are held (bounded rows each)
 
 
 class AzureOpenAIProvider(Provider):
@@ -60,6 +64,9 @@ class AzureOpenAIProvider(Provider):
     ) -> None:
         super().__init__(settings, http, caller_credentials=caller_credentials)
         self.surface = Surface.of(self.settings.api_version)
+        # Succeeded jobs' events with their results file's steps: read once, as they
+        # never change again.
+        self._logs: OrderedDict[str, EventLog] = OrderedDict()
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> AzureSettings:
@@ -209,10 +216,49 @@ class AzureOpenAIProvider(Provider):
         path = f"/fine_tuning/jobs/{job_id}/events"
         if self.surface.v1:
             return await self._call("GET", path, params=openai_list_params(query))
+        log = await self._finished_log(job_id)
+        if log is not None:
+            chosen, has_more = log.page(query)
+            return Page(data=chosen, has_more=has_more)
         listed = await self._dated(
             "GET", path, tf.AzureList[tf.AzureEvent], "event list", params=_dated_params(query)
         )
         return Page(data=[tf.event_from_azure(e) for e in listed.data], has_more=listed.has_more)
+
+    async def _finished_log(self, job_id: str) -> EventLog | None:
+        """For a succeeded job with a result file: all its events and the file's steps,
+        read once and kept. None for any other job, whose events are paged upstream."""
+        if (kept := self._logs.get(job_id)) is not None:
+            self._logs.move_to_end(job_id)
+            return kept
+        job = await self._dated(
+            "GET", f"/fine_tuning/jobs/{job_id}", tf.AzureJob, "fine-tuning job"
+        )
+        if job.status != "succeeded" or not job.result_files:
+            return None
+        block = None
+        for file_id in job.result_files:
+            file = await self._dated("GET", f"/files/{file_id}", tf.AzureFile, "file")
+            block = await results_block(job_id, file_id, file.created_at, self.file_content)
+            if block is not None:
+                break
+        events: list[JobEvent] = []
+        after: str | None = None
+        path = f"/fine_tuning/jobs/{job_id}/events"
+        while len(events) < MAX_EVENTS:
+            page = PageQuery(limit=100, after=after)
+            listed = await self._dated(
+                "GET", path, tf.AzureList[tf.AzureEvent], "event list", params=_dated_params(page)
+            )
+            events += [tf.event_from_azure(e) for e in listed.data]
+            if not listed.has_more or not listed.data:
+                break
+            after = listed.data[-1].id
+        log = merged_log(events, block)
+        self._logs[job_id] = log
+        while len(self._logs) > _LOGS_KEPT:
+            self._logs.popitem(last=False)
+        return log
 
     async def list_checkpoints(self, job_id: str, query: PageQuery) -> Json[Page[Checkpoint]]:
         path = f"/fine_tuning/jobs/{job_id}/checkpoints"

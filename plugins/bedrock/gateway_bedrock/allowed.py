@@ -7,6 +7,7 @@ for the caller on anything the config's identity can reach. Checked before any A
 
 from __future__ import annotations
 
+from gateway.errors import BadRequest
 from gateway.resources import (
     not_allowed,
     own_prefix,
@@ -32,6 +33,14 @@ def check_role(settings: BedrockSettings, role_arn: str, *, param: str) -> None:
 
 def check_uri(settings: BedrockSettings, uri: str, *, param: str) -> None:
     require_uri_allowed(uri, allowed_s3_uris(settings), "s3", param=param)
+
+
+def uri_allowed(settings: BedrockSettings, uri: str) -> bool:
+    try:
+        check_uri(settings, uri, param="output_file")
+    except BadRequest:
+        return False
+    return True
 
 
 def check_bucket_override(

@@ -31,7 +31,7 @@ from gateway.models import (
     Page,
     ProviderOptions,
 )
-from gateway.paging import TokenPager, page_of
+from gateway.paging import TokenPager
 from gateway.provider import (
     Download,
     FileUpload,
@@ -40,10 +40,12 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
+from gateway.step_metrics import EventLog, MetricsBlock
 from gateway_bedrock import allowed, transform
 from gateway_bedrock.aws import BedrockSettings, Clients, aws_errors, missing_credentials
 from gateway_bedrock.events import job_events
 from gateway_bedrock.files import FileStore
+from gateway_bedrock.metrics import read_metrics
 from gateway_bedrock.transform import JobSummary, job_id, job_name_of
 
 T = TypeVar("T")
@@ -55,6 +57,8 @@ _FILTERED_PAGERS = 32
 # Bedrock statuses after which a job never changes (Stopping still becomes Stopped).
 _ENDED = frozenset({"Completed", "Failed", "Stopped"})
 _ENDED_KEPT = 4096
+# Metrics rows kept for ended jobs, all jobs together (a row is a few numbers).
+_METRICS_ROWS_KEPT = 2_000_000
 
 
 class BedrockProvider(Provider):
@@ -80,6 +84,9 @@ class BedrockProvider(Provider):
         # job list would otherwise cost two calls (Get and ListTags) per job, every time,
         # against Bedrock's low rate limits.
         self._ended: OrderedDict[str, FineTuningJob] = OrderedDict()
+        # Their metrics files, read once: Bedrock writes them when the job ends.
+        self._metrics: OrderedDict[str, list[MetricsBlock]] = OrderedDict()
+        self._metrics_rows = 0
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> BedrockSettings:
@@ -245,8 +252,28 @@ class BedrockProvider(Provider):
         job = await self._get(job_name_of(job_id))
         with mapping(transform.SERVICE, "customization job"):
             events = job_events(job)
-        chosen, has_more = page_of(events, query, lambda event: event.id)
+        blocks = await self._metrics_of(job)
+        chosen, has_more = EventLog(events, blocks).page(query)
         return Page(data=chosen, has_more=has_more)
+
+    async def _metrics_of(self, job: transform.BedrockJob) -> list[MetricsBlock]:
+        """The per-step metrics of an ended job (none before: Bedrock writes them at the
+        end), read once and kept, within ``_METRICS_ROWS_KEPT`` rows in all."""
+        if job.status not in _ENDED:
+            return []
+        if (kept := self._metrics.get(job.jobName)) is not None:
+            self._metrics.move_to_end(job.jobName)
+            return kept
+        uri = job.outputDataConfig.s3Uri
+        if not self.caller_credentials and uri and not allowed.uri_allowed(self.settings, uri):
+            return []  # the config's identity reads only where the virtual key allows
+        blocks = await read_metrics(job, self._clients.s3, lambda: self._errors("S3"))
+        self._metrics[job.jobName] = blocks
+        self._metrics_rows += sum(len(block) for block in blocks)
+        while self._metrics_rows > _METRICS_ROWS_KEPT and len(self._metrics) > 1:
+            _, dropped = self._metrics.popitem(last=False)
+            self._metrics_rows -= sum(len(block) for block in dropped)
+        return blocks
 
     async def list_checkpoints(self, job_id: str, query: PageQuery) -> Page[Checkpoint]:
         await self._get(job_name_of(job_id))  # an unknown job is still a 404

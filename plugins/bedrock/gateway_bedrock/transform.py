@@ -258,6 +258,7 @@ class BedrockJob(msgspec.Struct):
     failureMessage: str | None = None
     hyperParameters: dict[str, str] = {}
     trainingDataConfig: S3Location = msgspec.field(default_factory=S3Location)
+    outputDataConfig: S3Location = msgspec.field(default_factory=S3Location)
     validationDataConfig: Validators | None = None
     trainingMetrics: TrainingMetrics | None = None
     validationMetrics: list[ValidationMetric] = []

@@ -389,3 +389,27 @@ def test_managed_job_left_staging_by_a_stopped_gateway_is_failed_on_restart(
     job = managed.client().fine_tuning.jobs.retrieve(stale.id)  # this gateway opens the records
     assert job.status == "failed" and job.error is not None
     assert job.error.code == "staging_interrupted" and job.finished_at is not None
+
+
+def test_managed_events_carry_the_targets_step_metrics(managed: Managed) -> None:
+    client = managed.client()
+    file_id = managed.upload(client)
+    job = client.fine_tuning.jobs.create(
+        model=NOVA, training_file=file_id, extra_body=target("bedrock-main")
+    )
+    wait_created(client, job.id)
+    [upstream] = upstream_jobs(managed, "bedrock-main")
+    backend = moto_job(upstream.id)
+    bucket, _, key = backend.output_data_config["s3Uri"].removeprefix("s3://").partition("/")
+    folder = f"{key.rstrip('/')}/model-customization-job-{backend.job_arn.rsplit('/', 1)[-1]}/"
+    managed.s3.put_object(
+        Bucket=bucket,
+        Key=folder + "training_artifacts/step_wise_training_metrics.csv",
+        Body=b"step_number,epoch_number,training_loss,perplexity\n0,0,2.0,7.4\n1,0,1.0,2.7\n",
+    )
+    backend.status = "Completed"
+    events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert [e.data for e in events if "step" in e.data] == [
+        {"step": 1, "train_loss": 1.0},
+        {"step": 0, "train_loss": 2.0},
+    ]

@@ -327,6 +327,12 @@ def events(job: wire.TuningJob) -> list[JobEvent]:
             (_ts(job.start_time) or created, 1, "started", "info", "Fine-tuning job started")
         )
     changed = _ts(job.end_time or job.update_time) or created
+    data: dict[str, dict[str, Any]] = {}
+    stats = _data_stats(job)
+    if stats is not None:
+        message, data["data-stats"] = stats
+        at = _ts(job.start_time) or created
+        found.append((at, 2, "data-stats", "info", message))
     if status in TERMINAL:
         found.extend(_final_events(job, status, changed))
     elif job.state not in ("JOB_STATE_PENDING", "JOB_STATE_RUNNING", "JOB_STATE_QUEUED"):
@@ -339,10 +345,33 @@ def events(job: wire.TuningJob) -> list[JobEvent]:
             created_at=at,
             level=level,
             message=message,
-            data={"state": job.state} if key in (job.state, "cancel") else {},
+            data={"state": job.state} if key in (job.state, "cancel") else data.get(key, {}),
         )
         for at, _, key, level, message in found
     ]
+
+
+def _data_stats(job: wire.TuningJob) -> tuple[str, dict[str, Any]] | None:
+    """The job's tuningDataStats as a message, with ``total_steps`` (its
+    tuningStepCount): Vertex gives no per-step losses in its REST API."""
+    stats = job.tuning_data_stats
+    counts = stats and (
+        stats.supervised_tuning_data_stats or stats.preference_optimization_data_stats
+    )
+    if not counts:
+        return None
+    parts = []
+    if counts.tuning_dataset_example_count is not None:
+        parts.append(f"{int(counts.tuning_dataset_example_count)} examples")
+    if counts.total_billable_token_count is not None:
+        parts.append(f"{int(counts.total_billable_token_count)} billable tokens")
+    data: dict[str, Any] = {}
+    if counts.tuning_step_count is not None:
+        data["total_steps"] = int(counts.tuning_step_count)
+        parts.append(f"{data['total_steps']} tuning steps")
+    if not parts:
+        return None
+    return "Tuning data: " + ", ".join(parts), data
 
 
 def _final_events(

@@ -73,6 +73,16 @@ def test_job_lifecycle_to_succeeded(vertex: VertexStack) -> None:
     assert messages[-1] == "Created fine-tuning job" and "Fine-tuning job started" in messages
     assert "The job has successfully completed" in messages
     assert f"New fine-tuned model created: {done.fine_tuned_model}" in messages
+    # Vertex's REST API has no per-step losses: its tuningDataStats only, nothing made up.
+    stats = [e for e in events if e.message.startswith("Tuning data:")]
+    assert [(e.message, e.type, e.data) for e in stats] == [
+        (
+            "Tuning data: 2 examples, 1000 billable tokens, 15 tuning steps",
+            "message",
+            {"total_steps": 15},
+        )
+    ]
+    assert not [e for e in events if e.type == "metrics"]
     after_first = client.fine_tuning.jobs.list_events(job.id, after=events[0].id, limit=2)
     assert [e.id for e in after_first.data] == [e.id for e in events[1:3]]
 

@@ -65,6 +65,14 @@ class StoredJob:
     checkpoints: list[JSON] = field(default_factory=list)
 
 
+RESULTS_CSV = (
+    b"step,train_loss,train_mean_token_accuracy,valid_loss,validation_mean_token_accuracy,"
+    b"full_valid_loss,full_valid_mean_token_accuracy\n"
+    b"1,1.25,0.5,1.5,0.375,,\n"
+    b"2,0.75,0.625,1.0,0.5,0.875,0.5625\n"
+)
+
+
 class FakeAzureDatedState:
     """Everything the fake remembers, plus the knobs tests turn to drive it."""
 
@@ -77,6 +85,9 @@ class FakeAzureDatedState:
         self.jobs: dict[str, StoredJob] = {}
         self.seq = itertools.count()
         self.faults: deque[tuple[int, JSON | bytes, dict[str, str]]] = deque()
+        # The result file a succeeded job gets: Azure's results.csv, one row per step
+        # (the full_* columns filled at the end of each epoch only).
+        self.results_csv = RESULTS_CSV
 
     def fail_next(
         self, status: int, body: JSON | bytes, headers: dict[str, str] | None = None
@@ -163,7 +174,7 @@ class FakeAzureDatedState:
         if status == "succeeded":
             body["fine_tuned_model"] = f"{body['model']}.ft-{job_id[6:38]}"
             body["trained_tokens"] = 1234
-            results = self.add_file("results.csv", b"step,train_loss\n1,0.5\n", "fine-tune-results")
+            results = self.add_file("results.csv", self.results_csv, "fine-tune-results")
             body["result_files"] = [results["id"]]
         if status == "failed":
             body["error"] = error or {"code": "internalFailure", "message": "Training failed."}
