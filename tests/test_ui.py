@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.ui.series import collect, downsample, series_of
+from gateway.ui.series import collect, decode_page, downsample, page_of, series_of
 from tests.conftest import GATEWAY_KEY, OTHER_GATEWAY_KEY, UPSTREAM_KEY, Stack, base_config
 
 TEAM_KEY = "gw-team-b-abcdefabcdef0123"
@@ -74,9 +74,22 @@ def test_collect_takes_metrics_events_only_and_finite_numbers_only() -> None:
         {"type": "metrics", "data": {"train_loss": 0.1}},
         {"type": "metrics", "data": {"step": 4, "train_mean_token_accuracy": 0.75}},
     ]
-    assert collect(events) == {"train_loss": {2: 0.5}, "train_mean_token_accuracy": {4: 0.75}}
-    answer = series_of(events, 10)
+    page = page_of({"data": events})
+    assert collect(page.data) == {"train_loss": {2: 0.5}, "train_mean_token_accuracy": {4: 0.75}}
+    answer = series_of(page.data, 10)
     assert answer["train_loss"] == {"total": 1, "downsampled": False, "points": [[2, 0.5]]}
+
+
+def test_decode_page_reads_odd_shapes_item_by_item() -> None:
+    fine = b'{"data": [{"id": "e1", "type": "metrics", "data": {"step": 1, "train_loss": 2}}]}'
+    assert collect(decode_page(fine).data) == {"train_loss": {1: 2.0}}
+    odd = (
+        b'{"data": [{"id": "e1", "type": "metrics", "data": ["not", "an", "object"]},'
+        b' {"id": "e2", "type": "metrics", "data": {"step": 2, "train_loss": 1.5}}],'
+        b' "has_more": true}'
+    )
+    page = decode_page(odd)
+    assert page.has_more and collect(page.data) == {"train_loss": {2: 1.5}}
 
 
 def test_ui_page_loads_without_a_key_under_a_strict_policy(stack: Stack) -> None:

@@ -16,7 +16,6 @@ nothing from elsewhere. The script renders what a job carries as text only.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 import msgspec
 from aiohttp import web
@@ -25,7 +24,7 @@ from gateway import keys
 from gateway.handlers.common import path_id, provider_for, timed
 from gateway.handlers.jobs import JOB_ID
 from gateway.provider import PageQuery
-from gateway.ui.series import series_of
+from gateway.ui.series import Event, decode_page, page_of, series_of
 
 PREFIX = "/ui"
 API_PREFIX = "/ui/api/"
@@ -82,20 +81,21 @@ async def job_metrics(request: web.Request) -> web.Response:
     """The job's metrics series, from its metrics events, routed as the API is."""
     job_id = path_id(request, JOB_ID)
     buckets = _buckets(request.query.get("buckets"))
-    events: list[Any] = []
+    events: list[Event] = []
     async with provider_for(request) as provider:
         after: str | None = None
         for _ in range(_MAX_EVENT_PAGES):
-            page = _builtins(
-                await timed(
-                    request, provider.list_events(job_id, PageQuery(_EVENTS_PAGE, after=after))
-                )
-            )
-            data = page.get("data") or []
-            events.extend(data)
-            if not page.get("has_more") or not data:
+            query = PageQuery(_EVENTS_PAGE, after=after)
+            result = await timed(request, provider.list_events(job_id, query))
+            if isinstance(result, msgspec.Raw):
+                page = decode_page(bytes(result))
+            else:
+                page = page_of(msgspec.to_builtins(result))
+            events.extend(page.data)
+            last = page.data[-1].id if page.data else None
+            if not page.has_more or not isinstance(last, str):
                 break
-            after = data[-1].get("id")
+            after = last
     return web.json_response(
         {"object": "fine_tuning.job.metrics", "series": series_of(events, buckets)}
     )
@@ -107,14 +107,6 @@ def _buckets(raw: str | None) -> int:
     except ValueError:
         value = MAX_BUCKETS
     return max(1, min(value, MAX_BUCKETS))
-
-
-def _builtins(result: Any) -> dict[str, Any]:
-    if isinstance(result, msgspec.Raw):
-        decoded = msgspec.json.decode(result)
-    else:
-        decoded = msgspec.to_builtins(result)
-    return decoded if isinstance(decoded, dict) else {}
 
 
 async def harden(request: web.Request, response: web.StreamResponse) -> None:
