@@ -25,7 +25,10 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(PLUGINS)
 	$(BIN)/python -m pip install -q $(EDITABLE)
 	touch $@
 
+# The dashboard's browser tests drive Debian's chromium through Playwright (no download).
 $(VENV)/.installed-test: $(VENV)/.installed
+	command -v chromium >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	$(BIN)/python -m pip install -q $(EDITABLE_TEST)
 	touch $@
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway import egress, keys, log_redaction, openapi
+from gateway import egress, keys, log_redaction, openapi, ui
 from gateway.addresses import allow_list
 from gateway.config import Config
 from gateway.handlers import files, jobs
@@ -51,6 +51,7 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     jobs.add_routes(app)
     files.add_routes(app)
+    ui.add_routes(app)
     return app
 
 

@@ -4,7 +4,8 @@
    echoed on every response, one access-log line per request, and its metrics.
 2. ``error_middleware``: the one place errors are rendered, in OpenAI's envelope.
    Unknown exceptions become a 500 that names the request id, never a stack trace.
-3. ``auth_middleware``: the gateway key, for everything under ``/v1``.
+3. ``auth_middleware``: the gateway key, for everything under ``/v1`` and the
+   dashboard's data (``/ui/api``).
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def _from_http_exception(exc: web.HTTPException) -> GatewayError:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/"):
+    if request.path.startswith(("/v1/", "/ui/api/")):
         gateway_key = authenticate(request.headers, request.app[keys.CONFIG])
         if gateway_key is not None:
             request[keys.GATEWAY_KEY] = gateway_key
