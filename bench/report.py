@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import sections
 from overhead import PERCENTILES, OverheadRun
 from uploads import Upload
 
@@ -260,4 +261,7 @@ def write(
         *images,
         "",
     ]
-    (out / "benchmarks.md").write_text("\n".join(lines))
+    page = out / "benchmarks.md"
+    # Figures of the benchmarks that run on their own (bench/dashboard.py, ...) stay.
+    owned = sections.kept(page)
+    page.write_text("\n".join(lines) + "".join("\n" + section for section in owned))
