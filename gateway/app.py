@@ -29,6 +29,10 @@ from gateway.registry import Registry
 from gateway.resolver import GuardedResolver
 from gateway.routing import RoutingCache
 from gateway.upstream import without_silent_retries
+from gateway.webhooks import api as webhooks_api
+from gateway.webhooks.sealing import Sealer
+from gateway.webhooks.service import WEBHOOKS, Webhooks
+from gateway.webhooks.service import running as webhooks_running
 
 
 def make_app(
@@ -45,12 +49,17 @@ def make_app(
         limits.max_line_bytes, LineBudget(limits.line_buffer_budget_bytes)
     )
     app.cleanup_ctx.append(_upstream_session)
+    if config.webhooks.database is not None:
+        app[WEBHOOKS] = Webhooks(config, Sealer.from_env())
+        app[keys.METRICS].extra.append(app[WEBHOOKS].metrics.render)
+        app.cleanup_ctx.append(webhooks_running)  # after the session: stopped before it
     app.on_response_prepare.append(add_request_id)
     app.router.add_get("/health", health)
     app.router.add_get(openapi.PATH, openapi.serve)
     app.router.add_get("/metrics", metrics)
     jobs.add_routes(app)
     files.add_routes(app)
+    webhooks_api.add_routes(app)
     ui.add_routes(app)
     return app
 

@@ -117,12 +117,37 @@ class RouteConfig(_Section, kw_only=True):
     custom_host: Url | None = None
 
 
+class WebhooksConfig(_Section, kw_only=True):
+    """``[webhooks]``: OpenAI's fine-tuning events for the jobs created through the gateway
+    (``gateway.webhooks``). Off until ``database`` is set (and gateway keys exist: an
+    endpoint belongs to the gateway key that made it)."""
+
+    # SQLite file of endpoints, watched jobs, events and deliveries.
+    database: str | None = None
+    # Plain http:// receiver URLs (a receiver on this machine); https only otherwise.
+    allow_http: bool = False
+    # A delivery not answered with a 2xx is retried, backing off exponentially with
+    # jitter from first_retry_seconds up to max_retry_seconds, for this long (OpenAI: 72 h).
+    retry_for_seconds: Seconds = 72 * 3600.0
+    first_retry_seconds: Seconds = 5.0
+    max_retry_seconds: Seconds = 3600.0
+    # One delivery's whole exchange, connect to status line.
+    delivery_timeout: Seconds = 10.0
+    # How often a job not ended is looked at; after provider errors (429 included) the
+    # wait doubles, up to max_poll_seconds, and a Retry-After is honoured.
+    poll_seconds: Seconds = 30.0
+    max_poll_seconds: Seconds = 900.0
+    # How often the watcher and the deliverer look for due work.
+    tick_seconds: Seconds = 1.0
+
+
 class _FileConfig(_Section, kw_only=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     upstream: UpstreamConfig = msgspec.field(default_factory=UpstreamConfig)
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     gateway_keys: dict[str, Any] = {}
     virtual_keys: dict[str, Any] = {}
     configs: dict[str, Any] = {}
@@ -177,6 +202,7 @@ class Config:
     # ``[providers.<slug>] custom_hosts``: where its settings' credentials may go too.
     provider_custom_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     egress: EgressConfig = field(default_factory=EgressConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     @classmethod
     def default(cls) -> Config:
@@ -297,6 +323,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         provider_defaults,
         provider_custom_hosts=provider_custom_hosts,
         egress=top.egress,
+        webhooks=top.webhooks,
     )
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -70,6 +70,8 @@ class Metrics:
         self.uploaded: dict[_Labels, int] = {}
         self.staged: dict[_Labels, int] = {}
         self.in_flight = 0
+        # Renderers of other series (the webhooks'), appended to the page.
+        self.extra: list[Callable[[list[str]], None]] = []
 
     def observe_request(
         self,
@@ -126,6 +128,8 @@ class Metrics:
         out.append(f"{prefix}requests_in_flight {self.in_flight}")
         _header(out, "process_resident_memory_bytes", "gauge", "Resident memory of this worker")
         out.append(f"process_resident_memory_bytes {_rss_bytes()}")
+        for render in self.extra:
+            render(out)
         out.append("")
         return "\n".join(out)
 

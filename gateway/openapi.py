@@ -33,6 +33,7 @@ from gateway.models import (
     JobEvent,
     Page,
 )
+from gateway.webhooks import api as hooks
 
 PATH = "/openapi.json"
 
@@ -51,6 +52,10 @@ class Operation:
     body: Body = None
     query: tuple[str, ...] = ()
     idempotent_create: bool = False
+    # A JSON body decoded into this Struct (the webhooks API's).
+    body_struct: Any = None
+    # Chosen by routing headers (a provider's call); False: served by the gateway itself.
+    routed: bool = True
 
     @property
     def public(self) -> bool:
@@ -63,6 +68,8 @@ _JOB = _JOBS + "/{fine_tuning_job_id}"
 _FILES = "/v1/files"
 _FILE = _FILES + "/{file_id}"
 _PAGE = ("after", "limit")
+_HOOKS = "/v1/webhook_endpoints"
+_HOOK = _HOOKS + "/{webhook_endpoint_id}"
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/health", "health", "Liveness: 200 while the gateway serves", "health"),
@@ -98,6 +105,39 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", _FILE, "retrieveFile", "Retrieve a file's metadata", FileObject),
     Operation("DELETE", _FILE, "deleteFile", "Delete a file", FileDeleted),
     Operation("GET", _FILE + "/content", "downloadFile", "A file's bytes (streamed)", "bytes"),
+    Operation(
+        "POST", _HOOKS, "createWebhookEndpoint", "Create a webhook endpoint (its secret shown "
+        "once)", hooks.EndpointWithSecret, body_struct=hooks.CreateBody, routed=False,
+    ),
+    Operation(
+        "GET", _HOOKS, "listWebhookEndpoints", "The caller's webhook endpoints, newest first",
+        hooks.EndpointList, query=_PAGE, routed=False,
+    ),
+    Operation(
+        "GET", _HOOK, "retrieveWebhookEndpoint", "Retrieve a webhook endpoint", hooks.Endpoint,
+        routed=False,
+    ),
+    Operation(
+        "POST", _HOOK, "updateWebhookEndpoint", "Update a webhook endpoint", hooks.Endpoint,
+        body_struct=hooks.UpdateBody, routed=False,
+    ),
+    Operation(
+        "DELETE", _HOOK, "deleteWebhookEndpoint", "Delete a webhook endpoint", hooks.Deleted,
+        routed=False,
+    ),
+    Operation(
+        "POST", _HOOK + "/rotate_secret", "rotateWebhookEndpointSecret",
+        "A new signing secret (the old one honoured 24 h if asked)", hooks.EndpointWithSecret,
+        body_struct=hooks.RotateBody, routed=False,
+    ),
+    Operation(
+        "POST", _HOOK + "/test", "testWebhookEndpoint", "Send a sample event now",
+        hooks.TestResult, body_struct=hooks.TestBody, routed=False,
+    ),
+    Operation(
+        "GET", "/v1/webhook_event_types", "listWebhookEventTypes", "The event types sent",
+        hooks.EventTypeList, routed=False,
+    ),
 )  # fmt: skip
 
 _ROUTING_HEADERS = {
@@ -122,7 +162,7 @@ _QUERY: dict[str, dict[str, Any]] = {
         "description": "metadata[key]=value: only jobs with this metadata.",
     },
 }
-_PATH_PARAMS = ("fine_tuning_job_id", "file_id")
+_PATH_PARAMS = ("fine_tuning_job_id", "file_id", "webhook_endpoint_id")
 
 
 def document() -> bytes:
@@ -133,7 +173,8 @@ def document() -> bytes:
 @cache
 def _encoded() -> bytes:
     answers = [op.answer for op in OPERATIONS if op.answer not in _MARKERS]
-    structs: list[Any] = list(dict.fromkeys([JobCreate, ErrorEnvelope, *answers]))
+    bodies = [op.body_struct for op in OPERATIONS if op.body_struct is not None]
+    structs: list[Any] = list(dict.fromkeys([JobCreate, ErrorEnvelope, *answers, *bodies]))
     refs, components = msgspec.json.schema_components(
         structs, ref_template="#/components/schemas/{name}"
     )
@@ -180,7 +221,8 @@ def _operation(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
     else:
         out["responses"] |= {"4XX": _ref("responses", "Error"), "5XX": _ref("responses", "Error")}
         names = [n for n in _PATH_PARAMS if "{" + n + "}" in op.path]
-        names += [f"query.{n}" for n in op.query] + list(_ROUTING_HEADERS)
+        names += [f"query.{n}" for n in op.query]
+        names += list(_ROUTING_HEADERS) if op.routed else []
         if op.idempotent_create:
             names.append("Idempotency-Key")
         out["parameters"] = [_ref("parameters", name) for name in names]
@@ -188,6 +230,11 @@ def _operation(op: Operation, schemas: dict[Any, Any]) -> dict[str, Any]:
         out["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": schemas[JobCreate]}},
+        }
+    elif op.body_struct is not None:
+        out["requestBody"] = {
+            "required": op.body_struct is not hooks.RotateBody,
+            "content": {"application/json": {"schema": schemas[op.body_struct]}},
         }
     elif op.body == "upload":
         out["requestBody"] = {"required": True, "content": {"multipart/form-data": _UPLOAD}}

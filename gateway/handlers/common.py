@@ -34,12 +34,26 @@ _MAX_LIMIT = 10_000
 async def provider_for(request: web.Request) -> AsyncIterator[Provider]:
     """The provider instance serving this request, chosen from its headers, in its scope,
     its upstream calls under the target's retry and timeout policy."""
-    app = request.app
-    gateway_key = request.get(keys.GATEWAY_KEY)
+    async with provider_for_headers(
+        request.app, request.headers, request.get(keys.GATEWAY_KEY), request
+    ) as provider:
+        yield provider
+
+
+@asynccontextmanager
+async def provider_for_headers(
+    app: web.Application,
+    headers: Mapping[str, str],
+    gateway_key: GatewayKey | None,
+    request: web.Request | None = None,
+) -> AsyncIterator[Provider]:
+    """``provider_for`` from routing headers alone: for a request, or for work the gateway
+    does on a caller's behalf later (the webhooks' watcher, with the job's routing)."""
     target = await resolve_checked_target(
-        request.headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key, app.get(keys.ROUTES)
+        headers, app[keys.CONFIG], app[keys.REGISTRY], gateway_key, app.get(keys.ROUTES)
     )
-    request[keys.PROVIDER] = target.provider.slug
+    if request is not None:
+        request[keys.PROVIDER] = target.provider.slug
     scope = CallScope(
         owner=gateway_key.name if gateway_key else None,
         open_target=partial(_open_virtual_key, app, gateway_key),

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.handlers.common import call_provider, convert, page_query, path_id, read_json_object
+from gateway import keys
+from gateway.handlers.common import (
+    answer,
+    call_provider,
+    convert,
+    page_query,
+    path_id,
+    provider_for,
+    read_json_object,
+    timed,
+)
 from gateway.models import JobCreate
 from gateway.provider import JobRequest
+from gateway.webhooks import watcher
+from gateway.webhooks.service import webhooks_of
 
 JOB_ID = "fine_tuning_job_id"
 
@@ -18,7 +30,12 @@ async def create_job(request: web.Request) -> web.Response:
         body=body,
         idempotency_key=request.headers.get("Idempotency-Key"),
     )
-    return await call_provider(request, lambda p: p.create_job(job))
+    async with provider_for(request) as provider:
+        created = await timed(request, provider.create_job(job))
+    hooks = webhooks_of(request.app)
+    if hooks is not None:  # watched until it ends, for its fine_tuning.job.* event
+        await watcher.record(hooks, request.headers, request.get(keys.GATEWAY_KEY), created)
+    return answer(created)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
