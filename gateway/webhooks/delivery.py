@@ -114,7 +114,8 @@ async def attempt(hooks: Webhooks, claimed: Claimed) -> None:
 async def deliver_forever(hooks: Webhooks) -> None:
     """Claim what is due and send each as its own task, a bounded number at a time."""
     in_flight: set[asyncio.Task[None]] = set()
-    lease = hooks.settings.delivery_timeout + 30.0
+    # An attempt ends within delivery_timeout; a claim held longer is a dead process's.
+    lease = hooks.settings.delivery_timeout + 1.0
     while True:
         try:
             room = _IN_FLIGHT - len(in_flight)

@@ -28,7 +28,10 @@ class Receiver:
         status = self.script.pop(0) if self.script else 200
         if status < 0:
             self.received.append(Delivery(dict(request.headers), body, 0))
-            await asyncio.sleep(-status)
+            deadline = time.monotonic() - status
+            transport = request.transport  # until then, or until the sender goes away
+            while time.monotonic() < deadline and transport and not transport.is_closing():
+                await asyncio.sleep(0.05)
             return web.Response(status=200)
         self.received.append(Delivery(dict(request.headers), body, status))
         return web.Response(status=status, text="ok")
