@@ -3,10 +3,13 @@ event delivered once, and a process killed mid-delivery leaves its event to the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,34 @@ from tests.support.serve import serving
 from tests.support.webhook_receiver import Receiver
 from tests.test_webhooks import FT_TYPES, hooks_config
 
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
-def _config(stack: Stack, database: Path, **webhooks: Any) -> dict[str, Any]:
-    raw = hooks_config(stack.upstream_url, database, **webhooks)
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A SQLite file, or a schema of its own on the machine's PostgreSQL."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "shared.db")
+        return
+    schema = f"ftgw_hooks_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_sql(f"CREATE SCHEMA {schema}"))
+    yield f"{POSTGRES}?search_path={schema}"
+    asyncio.run(_sql(f"DROP SCHEMA {schema} CASCADE"))
+
+
+async def _sql(statement: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    connection = await asyncpg.connect(POSTGRES)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def _config(stack: Stack, database: str, **webhooks: Any) -> dict[str, Any]:
+    raw = hooks_config(stack.upstream_url, Path(database), **webhooks)
+    raw["webhooks"]["database"] = database
     raw.pop("configs")  # toml_of writes tables of scalars; the named config is not needed
     return raw
 
@@ -36,12 +64,12 @@ def _job(client: openai.OpenAI) -> str:
 
 
 def test_webhook_two_processes_deliver_each_event_once(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str
 ) -> None:
     monkeypatch.setenv(ENV, "p" * 40)
     receiver = Receiver()
     url = stack.servers.serve(receiver.app()) + "/hook"
-    raw = _config(stack, tmp_path / "shared.db")
+    raw = _config(stack, database)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with serving(raw, tmp_path / "a") as first, serving(raw, tmp_path / "b") as second:
@@ -57,12 +85,12 @@ def test_webhook_two_processes_deliver_each_event_once(
 
 
 def test_webhook_process_killed_mid_delivery_is_delivered_after_restart_same_id(
-    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str
 ) -> None:
     monkeypatch.setenv(ENV, "p" * 40)
     receiver = Receiver(script=[-30])  # the first delivery is held until the kill
     url = stack.servers.serve(receiver.app()) + "/hook"
-    raw = _config(stack, tmp_path / "shared.db", delivery_timeout=2.0)
+    raw = _config(stack, database, delivery_timeout=2.0)
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     with serving(raw, tmp_path / "a") as first:

@@ -28,6 +28,7 @@ from gateway.resolver import resolve_name
 from gateway.webhooks import delivery, watcher
 from gateway.webhooks.sealing import Sealer, SealKeyMissing
 from gateway.webhooks.store import EndpointRow, Store
+from gateway.webhooks.store_pg import PgStore
 
 log = logging.getLogger("finetune_gateway.webhooks")
 
@@ -72,7 +73,12 @@ class Webhooks:
         assert config.webhooks.database is not None
         self.config = config
         self.settings = config.webhooks
-        self.store = Store(config.webhooks.database)
+        database = config.webhooks.database
+        self.store: Store | PgStore = (
+            PgStore(database)
+            if database.startswith(("postgresql://", "postgres://"))
+            else Store(database)
+        )
         self._sealer = sealer
         self.policy = egress.policy_of(config)
         self.metrics = WebhookMetrics()
