@@ -23,6 +23,10 @@ log = logging.getLogger("finetune_gateway")
 _GC_YOUNG_THRESHOLD = 10_000
 
 
+# gateway.webhooks.report.STATES, named here so the parser imports nothing more.
+WEBHOOK_STATES = ("given_up", "pending", "delivered", "dropped", "all")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Everything loaded before serving (aiohttp, the plugins, the config) lives as long as
     # the process, so the collector's passes over it while it loads find nothing: off
@@ -65,6 +69,11 @@ def _main(argv: Sequence[str] | None) -> int:
     check.add_argument("path")
 
     commands.add_parser("plugins", help="list the provider plugins found")
+    hooks = commands.add_parser(
+        "webhook-deliveries", help="list webhook deliveries (default: those given up on)"
+    )
+    hooks.add_argument("--config", required=True, help="TOML config file with [webhooks]")
+    hooks.add_argument("--state", default="given_up", choices=WEBHOOK_STATES)
     console_commands.add_commands(commands)
 
     args = parser.parse_args(argv)
@@ -72,6 +81,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return console_commands.run(args)
     if args.command == "serve":
         return _serve(args.config, args.host, args.port, args.workers, args.allow_open)
+    if args.command == "webhook-deliveries":
+        from gateway.webhooks.report import run
+
+        return run(args.config, args.state)
     if args.command == "check-config":
         return _check_config(args.path)
     return _plugins()

@@ -331,3 +331,54 @@ def test_webhook_address_guard_applies_at_delivery(
     with pytest.raises(openai.InternalServerError, match="egress"):
         client.webhooks.test(made.id, event_type="fine_tuning.job.failed")
     assert receiver.received == []
+
+
+def test_webhook_given_up_is_logged_counted_and_listed_by_the_cli(
+    stack: Stack,
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from gateway.cli import main
+    from tests.support.serve import toml_of
+
+    monkeypatch.setenv(ENV, "k" * 40)
+    raw = hooks_config(stack.upstream_url, tmp_path / "h.db", retry_for_seconds=0.3)
+    gateway_url = stack.start_gateway(raw)
+    url = stack.servers.serve(receiver.app()) + "/hook"
+    client = stack.client(base_url=gateway_url)
+    made = endpoint(client, url)
+    receiver.script.extend([500] * 100)
+    job_id = _job(client)
+    stack.upstream.set_status(job_id, "failed")
+    metrics_url = gateway_url.removesuffix("/v1") + "/metrics"
+    deadline = time.monotonic() + 10
+    while "finetune_gateway_webhook_deliveries_given_up_total 1" not in (
+        client._client.get(metrics_url).text
+    ):
+        assert time.monotonic() < deadline, "the delivery was never given up on"
+        time.sleep(0.05)
+    assert len(receiver.received) >= 2, "retried before giving up"
+    assert any("given up" in r.getMessage() for r in caplog.records)
+    assert not any(made.signing_secret in r.getMessage() for r in caplog.records)
+
+    raw.pop("configs")
+    path = tmp_path / "gateway.toml"
+    path.write_text(toml_of(raw))
+    assert main(["webhook-deliveries", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert made.id in out and "given_up" in out and "status 500" in out
+    assert "1 deliveries given_up" in out
+
+
+def test_webhook_endpoint_create_needs_the_sealing_key(
+    stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    client = stack.client(
+        base_url=stack.start_gateway(hooks_config(stack.upstream_url, tmp_path / "h.db"))
+    )
+    with pytest.raises(openai.PermissionDeniedError, match=ENV):
+        endpoint(client, "http://127.0.0.1:9/hook")
