@@ -18,9 +18,6 @@ multipart upload is aborted, so no partial object is ever left behind.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import hashlib
 import logging
 import re
@@ -36,7 +33,7 @@ import msgspec
 from gateway.errors import NotFound
 from gateway.ids import decode_id, encode_id
 from gateway.metrics import note_staged
-from gateway.streams import rechunk
+from gateway.stores import s3 as stores_s3
 from gateway_bedrock.aws import client_error
 from gateway_bedrock.formats import LineFormat
 
@@ -178,86 +175,27 @@ async def write_multipart(
     metadata: dict[str, str] | None = None,
     content_type: str = "application/jsonl",
 ) -> int:
-    """Stream ``chunks`` into one new object; the bytes written, or nothing on failure.
-
-    ``chunks`` is consumed and closed here, whether the write succeeds or not.
-    """
-    try:
-        created = await client.create_multipart_upload(
-            Bucket=bucket, Key=key, Metadata=metadata or {}, ContentType=content_type
-        )
-    except BaseException:
-        await aclose(chunks)
-        raise
-    upload_id: str = created["UploadId"]
-
-    async def put(number: int, body: bytes) -> dict[str, Any]:
-        answer = await client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-        )
-        note_staged(len(body))
-        return {"PartNumber": number, "ETag": answer["ETag"]}
-
-    in_flight: set[asyncio.Task[dict[str, Any]]] = set()
-    finished: list[asyncio.Task[dict[str, Any]]] = []
-    size = 0
-    try:
-        number = 0
-        async for piece in rechunk(chunks, PART_SIZE):
-            number += 1
-            size += len(piece)
-            in_flight.add(asyncio.ensure_future(put(number, piece)))
-            if len(in_flight) >= PARTS_IN_FLIGHT:
-                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                finished.extend(done)
-                for task in done:
-                    task.result()  # a failed part fails the upload now, not at the end
-        if number == 0:  # S3 completes no upload without a part
-            in_flight.add(asyncio.ensure_future(put(1, b"")))
-        await asyncio.gather(*in_flight)
-        finished.extend(in_flight)
-        in_flight.clear()
-        parts = sorted((task.result() for task in finished), key=lambda part: part["PartNumber"])
-        await client.complete_multipart_upload(
-            Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        )
-    except BaseException:
-        for task in in_flight:
-            task.cancel()
-        # Every part's outcome collected, so none is reported as never retrieved.
-        await asyncio.gather(*in_flight, *finished, return_exceptions=True)
-        # Shielded: a cancelled request must still abort, or S3 keeps (and bills) the parts.
-        abort = asyncio.ensure_future(
-            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
-        )
-        abort.add_done_callback(functools.partial(_log_failed_abort, key))
-        with contextlib.suppress(Exception):
-            await asyncio.shield(abort)
-        raise
-    finally:
-        await aclose(chunks)
-    return size
+    """Stream ``chunks`` into one new object (``gateway.stores.s3``); the bytes written,
+    or nothing on failure. ``chunks`` is consumed and closed here."""
+    return await stores_s3.write_multipart(
+        client,
+        bucket,
+        key,
+        chunks,
+        part_size=PART_SIZE,
+        parts_in_flight=PARTS_IN_FLIGHT,
+        on_part=note_staged,
+        Metadata=metadata or {},
+        ContentType=content_type,
+    )
 
 
-def _log_failed_abort(key: str, abort: asyncio.Future[Any]) -> None:
-    if not abort.cancelled() and abort.exception() is not None:
-        log.warning("could not abort the multipart upload of %s: %r", key, abort.exception())
+aclose = stores_s3.aclose
 
 
-async def aclose(iterator: AsyncIterator[bytes]) -> None:
-    """Close an async generator left part-read (a failed write), so its source is released."""
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
-
-
-async def read_chunks(body: Any, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
+def read_chunks(body: Any, chunk_size: int = READ_CHUNK) -> AsyncIterator[bytes]:
     """An S3 object's body as chunks; closes the connection when done or abandoned."""
-    try:
-        async for chunk in body.iter_chunks(chunk_size):
-            yield chunk
-    finally:
-        body.close()
+    return stores_s3.read_chunks(body, chunk_size)
 
 
 async def exists(client: Any, bucket: str, key: str) -> bool:

@@ -143,3 +143,34 @@ def test_layout_keys_fit_bedrocks_s3_uri_pattern_and_map_back() -> None:
     assert layout.file_key(stem, "a/b\n.jsonl") == f"team/gw/files/{stem}/a_b_.jsonl"
     assert s3.parse_s3_uri("s3://b/k/x.jsonl") == ("b", "k/x.jsonl")
     assert s3.parse_s3_uri("s3://b/") is None and s3.parse_s3_uri("https://b/k") is None
+
+
+class UnansweredComplete(FakeS3):
+    """S3 makes the object, but the answer to CompleteMultipartUpload never arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: set[str] = set()
+
+    async def complete_multipart_upload(self, *, Key: str, **kwargs: Any) -> None:
+        self.objects.add(Key)
+        await asyncio.Event().wait()
+
+    async def abort_multipart_upload(self, **kwargs: Any) -> None:
+        from botocore.exceptions import ClientError  # type: ignore[import-untyped]
+
+        raise ClientError({"Error": {"Code": "NoSuchUpload"}}, "AbortMultipartUpload")
+
+    async def delete_object(self, *, Key: str, **kwargs: Any) -> None:
+        self.objects.discard(Key)
+
+
+async def test_write_multipart_cancelled_while_completing_leaves_no_object() -> None:
+    client = UnansweredComplete()
+    write = asyncio.ensure_future(s3.write_multipart(client, "b", "k", pieces(b"x" * 25, 10)))
+    while not client.objects:
+        await asyncio.sleep(0)
+    write.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await write
+    assert client.objects == set()

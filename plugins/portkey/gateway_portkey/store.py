@@ -8,12 +8,10 @@ validator, a client gone), nothing is left behind. Reads stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -41,20 +39,6 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
-
-
-async def cleanup_shielded(store: str, cleanup: Awaitable[None]) -> None:
-    """Run a failed write's ``cleanup`` (abort, cancel) to its end even if the caller is
-    cancelled meanwhile; a failure of it is logged, as the write's own error matters more."""
-    task = asyncio.ensure_future(cleanup)
-    task.add_done_callback(functools.partial(_log_cleanup_failure, store))
-    with contextlib.suppress(Exception):
-        await asyncio.shield(task)
-
-
-def _log_cleanup_failure(store: str, task: asyncio.Future[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("%s: could not clean up after a failed write: %r", store, task.exception())
 
 
 def check_key(key: str) -> str:

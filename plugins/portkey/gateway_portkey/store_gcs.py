@@ -30,10 +30,11 @@ import msgspec
 
 from gateway import egress
 from gateway.errors import NotFound, UpstreamError
+from gateway.stores import cleanup_shielded
 from gateway.streams import rechunk
 from gateway.upstream import mapped_errors, redact, request, send
 from gateway_portkey.settings import ManagedSettings
-from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key, cleanup_shielded
+from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
 from gateway_portkey.store_gcs_auth import GcsAuth
 
 SERVICE = "the GCS file store"

@@ -31,10 +31,12 @@ from botocore import exceptions as boto  # type: ignore[import-untyped]
 
 from gateway.egress import aiobotocore_session_class
 from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError, UpstreamTimeout
+from gateway.stores import cleanup_shielded
+from gateway.stores import s3 as stores_s3
 from gateway.streams import rechunk
 from gateway.upstream import redact
 from gateway_portkey.settings import ManagedSettings
-from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key, cleanup_shielded
+from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
 
 T = TypeVar("T")
 
@@ -121,7 +123,7 @@ class S3Store:
         try:
             first = await anext(pieces, b"")
             if len(first) < PART_SIZE:  # rechunk's only short piece is the last one
-                await self._final(client, name, None, client.put_object(
+                await self._final(client, name, client.put_object(
                     Bucket=self.bucket, Key=name, Body=first
                 ))  # fmt: skip
                 return len(first)
@@ -150,80 +152,38 @@ class S3Store:
         self._client = None
         await self._stack.aclose()
 
-    # ---- multipart -------------------------------------------------------------------
+    # ---- one object ------------------------------------------------------------------
     async def _multipart(
         self, client: Any, name: str, first: bytes, pieces: AsyncIterator[bytes]
     ) -> int:
-        created = await self._call(client.create_multipart_upload(Bucket=self.bucket, Key=name))
-        upload_id: str = created["UploadId"]
-        in_flight: list[asyncio.Task[dict[str, Any]]] = []  # oldest first
-        parts: list[dict[str, Any]] = []
-        size = number = 0
-        try:
-            piece: bytes | None = first
-            while piece is not None:
-                if len(in_flight) >= PARTS_IN_FLIGHT:
-                    parts.append(await in_flight.pop(0))  # re-raises the part's failure
-                number += 1
-                size += len(piece)
-                part = self._part(client, name, upload_id, number, piece)
-                in_flight.append(asyncio.ensure_future(part))
-                piece = await anext(pieces, None)  # fills while the parts upload
-            parts.extend(await asyncio.gather(*in_flight))
-            in_flight.clear()
-        except BaseException:
-            for task in in_flight:
-                task.cancel()
-            # Every outcome collected, so none is reported as never retrieved.
-            await asyncio.gather(*in_flight, return_exceptions=True)
-            await cleanup_shielded("S3 store", self._abort(client, name, upload_id, delete=False))
-            raise
-        await self._final(client, name, upload_id, client.complete_multipart_upload(
-            Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
-        ))  # fmt: skip
-        return size
+        async def again() -> AsyncIterator[bytes]:
+            yield first
+            async for piece in pieces:
+                yield piece
 
-    async def _part(
-        self, client: Any, name: str, upload_id: str, number: int, body: bytes
-    ) -> dict[str, Any]:
-        answer = await self._call(client.upload_part(
-            Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=body
-        ))  # fmt: skip
-        return {"PartNumber": number, "ETag": answer["ETag"]}
+        with self._errors():
+            return await stores_s3.write_multipart(
+                client,
+                self.bucket,
+                name,
+                again(),
+                part_size=PART_SIZE,
+                parts_in_flight=PARTS_IN_FLIGHT,
+            )
 
-    async def _final(
-        self, client: Any, name: str, upload_id: str | None, call: Awaitable[Any]
-    ) -> None:
-        """The call that makes the object; cleans up after itself if it fails."""
+    async def _final(self, client: Any, name: str, call: Awaitable[Any]) -> None:
+        """The PutObject that makes a small object; if no answer comes (cancelled,
+        connection lost, timeout) S3 may have made it all the same, so it is deleted."""
         with self._errors():
             try:
                 await call
             except boto.ClientError:
-                # S3 answered: it made no object, but a multipart upload stays open.
-                if upload_id is not None:
-                    await cleanup_shielded(
-                        "S3 store", self._abort(client, name, upload_id, delete=False)
-                    )
-                raise
+                raise  # S3 answered: it made no object
             except BaseException:
-                # No answer (cancelled, connection lost, timeout): S3 may have made the
-                # object all the same, so it is deleted too.
                 await cleanup_shielded(
-                    "S3 store", self._abort(client, name, upload_id, delete=True)
+                    "S3 store", client.delete_object(Bucket=self.bucket, Key=name)
                 )
                 raise
-
-    async def _abort(self, client: Any, name: str, upload_id: str | None, *, delete: bool) -> None:
-        if upload_id is not None:
-            try:
-                await client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=name, UploadId=upload_id
-                )
-            except boto.ClientError as exc:
-                if _code(exc) != "NoSuchUpload":  # completed after all: deleted below
-                    raise
-        if delete:
-            await client.delete_object(Bucket=self.bucket, Key=name)
 
     # ---- errors ----------------------------------------------------------------------
     async def _call(self, call: Awaitable[T]) -> T:
@@ -275,5 +235,4 @@ class S3Store:
         )
 
 
-def _code(exc: Exception) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code") or "")
+_code = stores_s3.error_code

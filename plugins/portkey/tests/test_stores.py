@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import egress
 from gateway.errors import InternalError, NotFound, UpstreamError
+from gateway.stores import s3 as stores_s3
 from gateway_portkey import store_gcs, store_s3
 from gateway_portkey.settings import ManagedSettings
 from gateway_portkey.store import LocalStore, Store, open_store
@@ -180,15 +181,16 @@ async def test_s3_store_write_keeps_a_few_parts_in_memory(
 ) -> None:
     monkeypatch.setattr(store_s3, "PART_SIZE", 5 * MiB)  # S3's smallest
     uploaded = 0
-    original = S3Store._part
+    original = stores_s3.write_multipart
 
-    async def counted(self: S3Store, *args: Any) -> dict[str, Any]:
+    def count(size: int) -> None:
         nonlocal uploaded
-        answer = await original(self, *args)
-        uploaded += len(args[-1])
-        return answer
+        uploaded += size
 
-    monkeypatch.setattr(S3Store, "_part", counted)
+    async def counted(*args: Any, **kwargs: Any) -> int:
+        return await original(*args, on_part=count, **kwargs)
+
+    monkeypatch.setattr(stores_s3, "write_multipart", counted)
     held = await _most_held(S3Store(s3_settings), data_of(30 * MB), lambda: uploaded)
 
     # Two parts uploading, and one filling (plus the chunk that overflows it).
