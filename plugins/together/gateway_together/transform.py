@@ -200,7 +200,8 @@ def job_body(spec: JobCreate, body: dict[str, Any], max_rank: int | None = None)
     """Together's ``POST /fine-tunes`` body for an OpenAI create request.
 
     ``max_rank`` (the model's ``lora_training.max_rank``) is the LoRA rank when the
-    body gives none, and twice it the alpha, as Together's SDK chooses them.
+    body gives none, and twice it the alpha (Together's SDK's choice as far as we know;
+    the spec gives no default).
     """
     if spec.metadata:
         raise _refused("metadata", "Together AI fine-tunes have no metadata")
