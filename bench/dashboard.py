@@ -29,10 +29,10 @@ from common import machine
 from playwright.sync_api import Page, sync_playwright
 
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.portkey.tests.managed import CHAT, jsonl, target, wait_for
 from tests.conftest import GATEWAY_KEY
 from tests.dashboard_stack import Dashboard, metrics_events, start
-from tests.support.live import ServerThread
 
 ROOT = Path(__file__).resolve().parent.parent
 

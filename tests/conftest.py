@@ -13,9 +13,9 @@ import pytest
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
-from tests.support.live import ServerThread
 
 UPSTREAM_KEY = "sk-test-upstream"
 GATEWAY_KEY = "gw-search-team-0123456789"

@@ -16,6 +16,7 @@ import openai
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.azure.tests.conftest import AZURE_KEY, DATED
 from plugins.azure.tests.fakes.azure_dated import FakeAzureDatedState
 from plugins.azure.tests.fakes.azure_dated import make_app as make_dated_app
@@ -25,7 +26,6 @@ from plugins.portkey.tests.managed import CHAT, jsonl, target, wait_for
 from tests.conftest import GATEWAY_KEY, UPSTREAM_KEY, base_config
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_openai_app
-from tests.support.live import ServerThread
 
 TEAM_KEY = "gw-other-team-0123456789ab"
 XSS_SUFFIX = "<script>window.__xss=1</script>"

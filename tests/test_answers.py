@@ -17,7 +17,12 @@ from gateway.models import (
     Method,
     SupervisedMethod,
 )
-from tests.support.openai_schema import FINE_TUNING_JOB, OPENAI_FILE, answer_violations, violations
+from gateway.testing.openai_schema import (
+    FINE_TUNING_JOB,
+    OPENAI_FILE,
+    answer_violations,
+    violations,
+)
 
 
 class Inner(msgspec.Struct):

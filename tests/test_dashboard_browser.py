@@ -15,9 +15,9 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from tests.conftest import GATEWAY_KEY
 from tests.dashboard_stack import TEAM_KEY, XSS_METADATA, XSS_SUFFIX, Dashboard, seed, start
-from tests.support.live import ServerThread
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 STEPS = 40

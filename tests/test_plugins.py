@@ -31,6 +31,7 @@ import pytest
 
 from gateway.config import ConfigError, load_config
 from gateway.registry import ENTRY_POINT_GROUP, Registry
+from gateway.testing.live import ServerThread
 from tests.conftest import (
     OTHER_GATEWAY_KEY,
     TRAINING_JSONL,
@@ -40,7 +41,6 @@ from tests.conftest import (
 )
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
-from tests.support.live import ServerThread
 from tests.support.openai_shape import REQUIRED_JOB_FIELDS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.testing.live import ServerThread
 from tests.conftest import GATEWAY_KEY, TRAINING_JSONL, UPSTREAM_KEY, base_config
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
-from tests.support.live import ServerThread
 from tests.support.raw_http import RawClient, file_part_head, form_end, form_field, request_head
 from tests.support.serve import ROOT, ServeProcess, serving
 

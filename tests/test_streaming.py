@@ -17,10 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from gateway.testing.live import ServerThread
 from tests.conftest import UPSTREAM_KEY
 from tests.fakes.openai_upstream import FakeOpenAIState
 from tests.fakes.openai_upstream import make_app as make_fake_openai
-from tests.support.live import ServerThread
 from tests.support.serve import free_port
 
 MiB = 1024 * 1024

@@ -92,6 +92,8 @@ class FakeOpenAIState:
         self.requests: list[RecordedRequest] = []
         self.files: dict[str, StoredFile] = {}
         self.jobs: dict[str, StoredJob] = {}
+        # Idempotency-Key -> the job it created: OpenAI answers a repeat with that job.
+        self.idempotent_jobs: dict[str, str] = {}
         # Timestamps are whole seconds; this counter keeps ordering deterministic within one.
         self.seq = itertools.count()
         self.faults: deque[tuple[int, JSON | bytes | None, dict[str, str]]] = deque()
@@ -381,6 +383,9 @@ async def _create_job(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         raise bad("Invalid request body: expected a JSON object.")
     validate_job_request(state.files, body)
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key and idempotency_key in state.idempotent_jobs:
+        return json_response(state.jobs[state.idempotent_jobs[idempotency_key]].body)
     job_id, suffix, method = _new_id("ftjob-"), body.get("suffix"), body.get("method")
     hyper = {"batch_size": "auto", "learning_rate_multiplier": "auto", "n_epochs": "auto"}
     method_config = method.get(method["type"]) if method else None
@@ -411,6 +416,8 @@ async def _create_job(request: web.Request) -> web.Response:
     }
     model_name = f"ft:{body['model']}:{state.organization_id}:{suffix or ''}:{job_id[6:14]}"
     state.jobs[job_id] = StoredJob(job, next(state.seq), model_name)
+    if idempotency_key:
+        state.idempotent_jobs[idempotency_key] = job_id
     state.add_event(job_id, "Created fine-tuning job")
     return json_response(job)
 

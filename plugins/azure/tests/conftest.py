@@ -13,12 +13,12 @@ import pytest
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.azure.tests.fakes.azure_dated import FakeAzureDatedState
 from plugins.azure.tests.fakes.azure_dated import make_app as make_dated_app
 from plugins.azure.tests.fakes.azure_v1 import FakeAzureV1State
 from plugins.azure.tests.fakes.azure_v1 import make_app as make_v1_app
 from tests.conftest import GATEWAY_KEY, OTHER_GATEWAY_KEY
-from tests.support.live import ServerThread
 
 AZURE_KEY = "azkey-0123456789abcdef0123456789ab"
 AD_TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOi.entra-token-fedcba9876543210"

@@ -17,10 +17,7 @@ import openai
 import pytest
 
 from gateway.answers import UpstreamBadResponse
-from gateway_azure import transform as tf
-from plugins.azure.tests.conftest import AzureStack
-from tests.support.malformed import malformed
-from tests.support.openai_schema import (
+from gateway.testing.openai_schema import (
     FINE_TUNING_JOB,
     FINE_TUNING_JOB_CHECKPOINT,
     FINE_TUNING_JOB_EVENT,
@@ -28,6 +25,9 @@ from tests.support.openai_schema import (
     Schema,
     violations,
 )
+from gateway_azure import transform as tf
+from plugins.azure.tests.conftest import AzureStack
+from tests.support.malformed import malformed
 
 JOB = {
     "id": "ftjob-1",

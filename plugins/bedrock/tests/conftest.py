@@ -25,9 +25,9 @@ from moto.server import ThreadedMotoServer
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from gateway_bedrock.transform import job_name_of
 from tests.conftest import GATEWAY_KEY, base_config
-from tests.support.live import ServerThread
 
 REGION = "us-east-1"
 BUCKET = "ft-gateway-staging"

@@ -15,10 +15,10 @@ import msgspec
 import pytest
 
 from gateway.answers import UpstreamBadResponse, mapping
+from gateway.testing.openai_schema import FINE_TUNING_JOB, FINE_TUNING_JOB_EVENT, violations
 from gateway_bedrock import transform
 from gateway_bedrock.events import job_events
 from tests.support.malformed import malformed
-from tests.support.openai_schema import FINE_TUNING_JOB, FINE_TUNING_JOB_EVENT, violations
 
 ARN = "arn:aws:bedrock:us-east-1:111122223333:model-customization-job/run-1"
 WHEN = datetime(2026, 1, 1, 10, tzinfo=UTC)

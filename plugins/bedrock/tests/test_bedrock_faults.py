@@ -18,9 +18,9 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from tests.support.fault_proxy import FaultProxy, Seen
 from tests.support.fault_proxy import make_app as make_fault_proxy
-from tests.support.live import ServerThread
 
 from .conftest import PREFIX, REGION, Gateway, bedrock_config
 

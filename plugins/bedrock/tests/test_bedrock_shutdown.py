@@ -16,8 +16,8 @@ from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
 from gateway.server import GatewayRunner
+from gateway.testing.live import ServerThread
 from tests.conftest import GATEWAY_KEY, TRAINING_JSONL
-from tests.support.live import ServerThread
 from tests.support.raw_http import RawClient, file_part_head, form_field, request_head
 from tests.support.serve import serving
 

@@ -19,6 +19,7 @@ import openai
 
 from gateway.app import make_app
 from gateway.config import parse_config
+from gateway.testing.live import ServerThread
 from plugins.bedrock.tests.conftest import (
     ACCESS_KEY,
     BUCKET,
@@ -29,7 +30,6 @@ from plugins.bedrock.tests.conftest import (
 )
 from plugins.vertex.tests.conftest import VertexStack
 from tests.conftest import GATEWAY_KEY, OTHER_GATEWAY_KEY
-from tests.support.live import ServerThread
 
 NOVA = "amazon.nova-micro-v1:0:128k"
 GEMINI = "gemini-2.5-flash"

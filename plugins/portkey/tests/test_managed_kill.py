@@ -22,10 +22,10 @@ import openai
 import pytest
 from aiohttp import web
 
+from gateway.testing.live import ServerThread
 from plugins.bedrock.tests.conftest import BUCKET, PREFIX, moto_url, s3  # noqa: F401 - fixtures
 from plugins.portkey.tests.managed import CHAT, MANAGED, NOVA, jsonl, target, wait_for
 from plugins.portkey.tests.test_managed_serve import KEY, bedrock_target_toml
-from tests.support.live import ServerThread
 from tests.support.serve import serving
 
 LEASE_SECONDS = 2.0

@@ -31,12 +31,12 @@ from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.ids import decode_id
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.vertex.tests.fakes.gcs_proxy import GcsProxyState
 from plugins.vertex.tests.fakes.gcs_proxy import make_app as make_gcs_proxy
 from plugins.vertex.tests.fakes.vertex_upstream import FakeGoogleState
 from plugins.vertex.tests.fakes.vertex_upstream import make_app as make_fake_google
 from tests.conftest import base_config
-from tests.support.live import ServerThread
 
 PROJECT = "ftgw-proj"
 REGION = "europe-west4"

@@ -19,17 +19,17 @@ import pytest
 
 from gateway.answers import UpstreamBadResponse, mapping
 from gateway.models import Checkpoint, FineTuningJob, JobEvent
-from gateway_vertex import transform
-from gateway_vertex.provider import SERVICE, decode_job, decode_list
-from plugins.vertex.tests.conftest import VertexStack
-from plugins.vertex.tests.test_vertex_jobs import MODEL, upload
-from tests.support.malformed import malformed
-from tests.support.openai_schema import (
+from gateway.testing.openai_schema import (
     FINE_TUNING_JOB,
     FINE_TUNING_JOB_CHECKPOINT,
     FINE_TUNING_JOB_EVENT,
     violations,
 )
+from gateway_vertex import transform
+from gateway_vertex.provider import SERVICE, decode_job, decode_list
+from plugins.vertex.tests.conftest import VertexStack
+from plugins.vertex.tests.test_vertex_jobs import MODEL, upload
+from tests.support.malformed import malformed
 
 BASE = "projects/p/locations/us-central1"
 SUCCEEDED_JOB: dict[str, Any] = {

@@ -1,0 +1,58 @@
+"""What a provider plugin hands the conformance suite: one value, from one fixture.
+
+A plugin's ``conftest.py`` defines a fixture named ``conformance_target`` that starts its
+fake upstream (on ``gateway_servers``, the kit's server thread) and returns a
+:class:`ConformanceTarget`. The kit builds a gateway in front of it and runs the suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# What a plugin may say it lacks; the suite then checks that each is a clear 400 instead.
+OPERATIONS = frozenset(
+    {"cancel", "pause", "resume", "events", "checkpoints", "files", "idempotency"}
+)
+
+
+@dataclass(frozen=True)
+class ConformanceTarget:
+    """How to reach one provider's fake upstream through the gateway, and how to drive it.
+
+    ``virtual_key``: the ``[virtual_keys.NAME]`` table, as the TOML file decodes, that
+    points the gateway at the fake (``provider`` + settings + credentials); it becomes
+    the gateway key's default virtual key, so the SDK needs no extra header.
+    ``seed_file(content)``: store a training file upstream; returns the file id a client
+    passes as ``training_file``.
+    ``set_status(job_id, status)``: move a job (the id the gateway answered) to an OpenAI
+    status, as the provider's workers would.
+    ``fail_next(status, headers)``: the fake answers its next request with ``status``
+    and ``headers``, in the provider's own error shape.
+    ``secrets``: the credentials in ``virtual_key``; none may appear in an answer or a
+    log line. ``lacks``: names from :data:`OPERATIONS` the provider does not do.
+    ``model``: a base model the fake accepts. ``config``: more gateway config, merged in.
+    """
+
+    virtual_key: Mapping[str, Any]
+    seed_file: Callable[[bytes], str]
+    set_status: Callable[[str, str], None]
+    fail_next: Callable[[int, Mapping[str, str]], None]
+    secrets: Collection[str]
+    lacks: frozenset[str] = frozenset()
+    model: str = "gpt-4o-mini"
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.lacks) - OPERATIONS
+        if unknown:
+            raise ValueError(
+                f"ConformanceTarget.lacks names unknown operations {sorted(unknown)}; "
+                f"known: {sorted(OPERATIONS)}"
+            )
+        if not self.secrets:
+            raise ValueError("ConformanceTarget.secrets is empty: name the fake's credentials")
+
+    def does(self, operation: str) -> bool:
+        return operation not in self.lacks
