@@ -12,10 +12,10 @@ import pytest
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.fireworks.tests.fakes.fireworks import FakeFireworksState
 from plugins.fireworks.tests.fakes.fireworks import make_app as make_fake
 from tests.conftest import GATEWAY_KEY
-from tests.support.live import ServerThread
 
 FW_KEY = "fw-key-0123456789abcdef0123456789"
 ACCOUNT = "acme-labs"

@@ -13,10 +13,10 @@ import pytest
 from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
+from gateway.testing.live import ServerThread
 from plugins.together.tests.fakes.together import FakeTogetherState
 from plugins.together.tests.fakes.together import make_app as make_fake_app
 from tests.conftest import GATEWAY_KEY
-from tests.support.live import ServerThread
 
 TOGETHER_KEY = "tgp_v1_0123456789abcdef0123456789abcdef"
 LLAMA = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
