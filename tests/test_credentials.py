@@ -26,6 +26,7 @@ CREDENTIAL_HEADERS = {
         "x-portkey-aws-session-token",
     },
     "vertex-ai": {"x-portkey-vertex-service-account-json"},
+    "together-ai": {"authorization"},
     "portkey": set(),
 }
 CREDENTIAL_SETTINGS = {
@@ -33,6 +34,7 @@ CREDENTIAL_SETTINGS = {
     "azure-openai": ["api_key", "ad_token"],
     "bedrock": ["aws_access_key_id", "aws_secret_access_key", "aws_session_token"],
     "vertex-ai": ["vertex_service_account_json"],
+    "together-ai": ["api_key"],
 }
 # Managed mode's settings say where the gateway writes: never from a request at all.
 CONFIG_ONLY_SETTINGS = [
