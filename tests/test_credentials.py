@@ -27,6 +27,7 @@ CREDENTIAL_HEADERS = {
     },
     "vertex-ai": {"x-portkey-vertex-service-account-json"},
     "fireworks-ai": {"authorization"},
+    "together-ai": {"authorization"},
     "portkey": set(),
 }
 CREDENTIAL_SETTINGS = {
@@ -35,6 +36,7 @@ CREDENTIAL_SETTINGS = {
     "bedrock": ["aws_access_key_id", "aws_secret_access_key", "aws_session_token"],
     "vertex-ai": ["vertex_service_account_json"],
     "fireworks-ai": ["api_key"],
+    "together-ai": ["api_key"],
 }
 # Managed mode's settings say where the gateway writes: never from a request at all.
 CONFIG_ONLY_SETTINGS = [
