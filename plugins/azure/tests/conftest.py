@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,7 @@ from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
 from gateway.testing.live import ServerThread
+from gateway.testing.target import ConformanceTarget
 from plugins.azure.tests.fakes.azure_dated import FakeAzureDatedState
 from plugins.azure.tests.fakes.azure_dated import make_app as make_dated_app
 from plugins.azure.tests.fakes.azure_v1 import FakeAzureV1State
@@ -119,3 +120,45 @@ def azure(registry: Registry) -> Iterator[AzureStack]:
     for client in stack.clients:
         client.close()
     servers.close()
+
+
+# The plugin kit's conformance suite (test_azure_conformance.py) runs on each API.
+# OpenAI's statuses as the dated API spells them (its `created` is OpenAI's validating_files).
+DATED_STATUS = {"validating_files": "created", "queued": "pending"}
+# What the dated API has no operation for (2024-10-21: no /pause, /resume and no
+# Idempotency-Key on create); the v1 API is OpenAI's and lacks nothing.
+DATED_LACKS = frozenset({"pause", "resume", "idempotency"})
+
+
+@pytest.fixture(params=["v1", DATED])
+def conformance_target(
+    request: pytest.FixtureRequest, gateway_servers: ServerThread
+) -> ConformanceTarget:
+    key = {"provider": "azure-openai", "resource_name": "contoso", "api_key": AZURE_KEY}
+    if request.param == "v1":
+        v1 = FakeAzureV1State(api_keys={AZURE_KEY})
+        url = gateway_servers.serve(make_v1_app(v1))
+        return ConformanceTarget(
+            virtual_key={**key, "custom_host": url},
+            seed_file=lambda content: str(v1.service.add_file("train.jsonl", content)["id"]),
+            set_status=lambda job_id, status: v1.service.set_status(job_id, status) and None,
+            fail_next=lambda status, headers: v1.service.fail_next(status, headers=dict(headers)),
+            secrets=[AZURE_KEY],
+        )
+    dated = FakeAzureDatedState(api_keys={AZURE_KEY})
+    url = gateway_servers.serve(make_dated_app(dated))
+
+    def fail_next(status: int, headers: Mapping[str, str]) -> None:
+        body = {"error": {"code": str(status), "message": f"Azure answered {status}"}}
+        dated.fail_next(status, body, dict(headers))
+
+    return ConformanceTarget(
+        virtual_key={**key, "api_version": DATED, "custom_host": url},
+        seed_file=lambda content: str(dated.add_file("train.jsonl", content)["id"]),
+        set_status=lambda job_id, status: (
+            dated.set_status(job_id, DATED_STATUS.get(status, status)) and None
+        ),
+        fail_next=fail_next,
+        secrets=[AZURE_KEY],
+        lacks=DATED_LACKS,
+    )
