@@ -286,8 +286,11 @@ def map_client_error(
             param="x-portkey-aws-s3-bucket",
             code=code,
         )
-    http_status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    meta = exc.response.get("ResponseMetadata", {})
+    http_status = int(meta.get("HTTPStatusCode") or 0)
     status = _STATUS_BY_CODE.get(code) or (500 if code == "NoSuchBucket" else http_status or 502)
+    # A throttled caller is told when to come back, as AWS (or a proxy before it) said.
+    retry_after = CIMultiDict(meta.get("HTTPHeaders") or {}).get("Retry-After")
     return upstream_error(
         provider=service,
         status=status,
@@ -295,6 +298,7 @@ def map_client_error(
         code=code or None,
         caller_credentials=caller_credentials,
         secrets=secrets,
+        retry_after=retry_after,
     )
 
 

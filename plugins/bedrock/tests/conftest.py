@@ -9,8 +9,9 @@ with only ``base_url`` and ``api_key`` reaches Bedrock, as a user's program woul
 from __future__ import annotations
 
 import copy
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +27,11 @@ from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
 from gateway.testing.live import ServerThread
+from gateway.testing.target import ConformanceTarget
 from gateway_bedrock.transform import job_name_of
 from tests.conftest import GATEWAY_KEY, base_config
+from tests.support.fault_proxy import FaultProxy
+from tests.support.fault_proxy import make_app as make_fault_proxy
 
 REGION = "us-east-1"
 BUCKET = "ft-gateway-staging"
@@ -146,3 +150,68 @@ def status_details(monkeypatch: pytest.MonkeyPatch) -> None:
         return answer
 
     monkeypatch.setattr(ModelCustomizationJob, "to_dict", to_dict)
+
+
+# The plugin kit's conformance suite (test_bedrock_conformance.py): Bedrock and S3 on
+# moto, behind a fault proxy so the suite can make Bedrock fail as AWS does.
+# AWS names the failure by error type (botocore reads X-Amzn-ErrorType), not by status.
+AWS_ERROR_TYPES = {
+    400: "ValidationException",
+    401: "UnrecognizedClientException",
+    403: "AccessDeniedException",
+    404: "ResourceNotFoundException",
+    409: "ConflictException",
+    429: "ThrottlingException",
+    500: "InternalServerException",
+    503: "ServiceUnavailableException",
+}
+# moto's job statuses for OpenAI's; `succeeded` leaves moto's output model as the result.
+MOTO_STATUS = {
+    "validating_files": "InProgress",
+    "queued": "InProgress",
+    "running": "InProgress",
+    "succeeded": "Completed",
+    "failed": "Failed",
+    "cancelled": "Stopped",
+}
+NOVA = "amazon.nova-micro-v1:0:128k"
+
+
+@pytest.fixture
+def conformance_target(gateway: Gateway, gateway_servers: ServerThread) -> ConformanceTarget:
+    proxy = FaultProxy(target=gateway.moto_url)
+    proxy.url = gateway_servers.serve(make_fault_proxy(proxy))
+    virtual_key = bedrock_config(proxy.url)["virtual_keys"]["bedrock-main"]
+
+    def seed_file(content: bytes) -> str:
+        # Uploaded through the `gateway` fixture's gateway: the same bucket and prefix as
+        # the kit's virtual key, so the kit's gateway finds it under the same id.
+        uploaded = gateway.client().files.create(file=("train.jsonl", content), purpose="fine-tune")
+        return uploaded.id
+
+    def set_status(job_id: str, status: str) -> None:
+        job = moto_job(job_id)
+        job.status = MOTO_STATUS[status]
+        if status == "failed":
+            job.failure_message = "Training data has invalid records"
+
+    def fail_next(status: int, headers: Mapping[str, str]) -> None:
+        error_type = AWS_ERROR_TYPES.get(status, "InternalServerException")
+        proxy.add(
+            lambda seen: True,
+            "answer",
+            status=status,
+            body=json.dumps({"message": f"Bedrock answered {error_type}"}).encode(),
+            headers={**headers, "x-amzn-ErrorType": error_type, "Content-Type": "application/json"},
+        )
+
+    return ConformanceTarget(
+        virtual_key=virtual_key,
+        seed_file=seed_file,
+        set_status=set_status,
+        fail_next=fail_next,
+        secrets=[SECRET_KEY],
+        # Bedrock has no pause or resume (nor checkpoints the API lists: an empty list).
+        lacks=frozenset({"pause", "resume"}),
+        model=NOVA,
+    )
