@@ -16,7 +16,7 @@ import threading
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -32,6 +32,7 @@ from gateway.config import parse_config
 from gateway.ids import decode_id
 from gateway.registry import Registry
 from gateway.testing.live import ServerThread
+from gateway.testing.target import ConformanceTarget
 from plugins.vertex.tests.fakes.gcs_proxy import GcsProxyState
 from plugins.vertex.tests.fakes.gcs_proxy import make_app as make_gcs_proxy
 from plugins.vertex.tests.fakes.vertex_upstream import FakeGoogleState
@@ -232,3 +233,77 @@ def vertex(
     for client in stack.clients:
         client.close()
     servers.close()
+
+
+# The plugin kit's conformance suite (test_vertex_conformance.py): GCS on fake-gcs-server,
+# tuningJobs on the fake Google, the kit's gateway on the `vertex` stack's virtual key.
+VERTEX_STATES = {
+    "validating_files": "JOB_STATE_PENDING",
+    "queued": "JOB_STATE_QUEUED",
+    "running": "JOB_STATE_RUNNING",
+    "cancelled": "JOB_STATE_CANCELLED",
+}
+# google.rpc.Code names, as Google's envelope carries them beside the HTTP status.
+GOOGLE_STATUSES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+
+
+class VertexSecrets(Collection[str]):
+    """The service account's private key, and every access token the fake has issued
+    so far: the tokens are made during the test, so they are read when checked."""
+
+    def __init__(self, private_key: str, google: FakeGoogleState) -> None:
+        self.private_key = private_key
+        self.google = google
+
+    def _all(self) -> list[str]:
+        return [self.private_key, *self.google.tokens]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._all()
+
+
+@pytest.fixture
+def conformance_target(vertex: VertexStack) -> ConformanceTarget:
+    def seed_file(content: bytes) -> str:
+        # Uploaded through the stack's own gateway (the same virtual key as the kit's),
+        # so it is converted and stored as any upload is.
+        return vertex.client().files.create(file=("train.jsonl", content), purpose="fine-tune").id
+
+    def set_status(job_id: str, status: str) -> None:
+        native = vertex.native(job_id)
+        if status == "succeeded":
+            vertex.google.succeed(native)
+        elif status == "failed":
+            vertex.google.fail(native)
+        else:
+            vertex.google.set_state(native, VERTEX_STATES[status])
+
+    def fail_next(status: int, headers: Mapping[str, str]) -> None:
+        name = GOOGLE_STATUSES.get(status, "INTERNAL")
+        vertex.google.fail_next(status, name, f"Vertex answered {name}", headers=dict(headers))
+
+    return ConformanceTarget(
+        virtual_key=vertex.vertex_key(),
+        seed_file=seed_file,
+        set_status=set_status,
+        fail_next=fail_next,
+        secrets=VertexSecrets(vertex.key_info["private_key"], vertex.google),
+        # Vertex's tuningJobs have :cancel only: no pause, no resume.
+        lacks=frozenset({"pause", "resume"}),
+        model="gemini-2.5-flash",
+    )

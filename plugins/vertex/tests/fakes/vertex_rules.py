@@ -76,9 +76,12 @@ _LABEL = re.compile(r"[a-z0-9_-]{0,64}")
 class GoogleError(Exception):
     """Raised while handling: every failure leaves in Google's error envelope."""
 
-    def __init__(self, http: int, status: str, message: str) -> None:
+    def __init__(
+        self, http: int, status: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.http, self.status, self.message = http, status, message
+        self.headers = dict(headers or {})  # a throttled answer's Retry-After, say
 
     def body(self) -> JSON:
         return {"error": {"code": self.http, "message": self.message, "status": self.status}}

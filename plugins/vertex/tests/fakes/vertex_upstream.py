@@ -74,8 +74,15 @@ class FakeGoogleState:
     page_tokens: dict[str, tuple[str, int]] = field(default_factory=dict)
     seq: itertools.count[int] = field(default_factory=itertools.count)
 
-    def fail_next(self, http: int, status: str, message: str, times: int = 1) -> None:
-        self.faults.extend([GoogleError(http, status, message)] * times)
+    def fail_next(
+        self,
+        http: int,
+        status: str,
+        message: str,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.faults.extend([GoogleError(http, status, message, headers)] * times)
 
     def job(self, job_id: str) -> JSON:
         if job_id not in self.jobs:
@@ -342,7 +349,7 @@ async def _google_middleware(
             raise state.faults.popleft()
         return await handler(request)
     except GoogleError as exc:
-        return _json(exc.body(), exc.http)
+        return web.json_response(exc.body(), status=exc.http, headers=exc.headers)
     except ValueError:
         return _json(invalid("Invalid JSON payload received.").body(), 400)
     except web.HTTPException as exc:
