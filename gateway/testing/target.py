@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 # What a plugin may say it lacks; the suite then checks that each is a clear 400 instead.
 OPERATIONS = frozenset(
@@ -33,6 +33,11 @@ class ConformanceTarget:
     ``secrets``: the credentials in ``virtual_key``; none may appear in an answer or a
     log line. ``lacks``: names from :data:`OPERATIONS` the provider does not do.
     ``model``: a base model the fake accepts. ``config``: more gateway config, merged in.
+    ``create_body``: more fields for every job the suite creates (the SDK's
+    ``extra_body``), such as managed mode's ``portkey_options`` naming its target.
+    ``fault_probe``: the call the suite makes right after ``fail_next``, which must reach
+    the fake: ``"list"`` (the jobs list) or ``"retrieve"`` (a job the suite made before),
+    for a provider that answers the jobs list from its own records (managed mode).
     """
 
     virtual_key: Mapping[str, Any]
@@ -43,6 +48,8 @@ class ConformanceTarget:
     lacks: frozenset[str] = frozenset()
     model: str = "gpt-4o-mini"
     config: Mapping[str, Any] = field(default_factory=dict)
+    create_body: Mapping[str, Any] = field(default_factory=dict)
+    fault_probe: Literal["list", "retrieve"] = "list"
 
     def __post_init__(self) -> None:
         unknown = set(self.lacks) - OPERATIONS
