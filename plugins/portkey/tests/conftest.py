@@ -13,19 +13,31 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import boto3
+import openai
 import pytest
 
+from gateway.app import make_app
+from gateway.config import parse_config
+from gateway.registry import Registry
+from gateway.testing.kit import KIT_GATEWAY_KEY, kit_config
+from gateway.testing.live import ServerThread
+from gateway.testing.target import ConformanceTarget
 from gateway_portkey.settings import ManagedSettings
 from plugins.bedrock.tests.conftest import moto_url  # noqa: F401 - a fixture, shared
 from plugins.vertex.tests.conftest import BUCKET as GCS_BUCKET
 from plugins.vertex.tests.conftest import fake_gcs  # noqa: F401 - a fixture, shared
+from tests.fakes.openai_upstream import FakeOpenAIState
+from tests.fakes.openai_upstream import make_app as make_fake_openai
 
 AWS_REGION = "us-east-1"
 S3_BUCKET = "ftgw-managed"
@@ -116,3 +128,86 @@ def gcs_leftovers(gcs_url: str, location: str) -> list[str]:
 def local_leftovers(root: Path) -> list[str]:
     """Every file under a local store's directory, ``.incoming/`` included."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+# ---- the plugin kit's conformance suite (test_managed_conformance.py) -------------------
+# Managed mode on its local store, training on the project's OpenAI fake: the fastest
+# target, and one that has every operation, so nothing of managed mode's own is skipped.
+TARGET_KEY = "sk-managed-target-0123456789abcdef"
+TARGET = "openai-target"
+STAGED_WITHIN = 10.0  # seconds; staging a two-line file onto a local fake takes far less
+
+
+@dataclass
+class _Sibling:
+    """A second gateway on the kit's own config: same records, same store, same owner."""
+
+    url: str = ""
+    clients: list[openai.OpenAI] = field(default_factory=list)
+
+    def client(self) -> openai.OpenAI:
+        made = openai.OpenAI(base_url=self.url, api_key=KIT_GATEWAY_KEY, max_retries=0)
+        self.clients.append(made)
+        return made
+
+
+def _created_upstream(fake: FakeOpenAIState, job_id: str) -> str:
+    """The target's id for a managed job, once staging has created it there.
+
+    Managed mode creates the target's job with its own job id as the Idempotency-Key.
+    """
+    deadline = time.monotonic() + STAGED_WITHIN
+    while job_id not in fake.idempotent_jobs:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"managed job {job_id} was not created on its target")
+        time.sleep(0.02)
+    return fake.idempotent_jobs[job_id]
+
+
+@pytest.fixture
+def conformance_target(
+    gateway_servers: ServerThread, tmp_path: Path
+) -> Iterator[ConformanceTarget]:
+    fake = FakeOpenAIState(api_keys={TARGET_KEY})
+    fake_url = gateway_servers.serve(make_fake_openai(fake)) + "/v1"
+    sibling = _Sibling()
+
+    def seed_file(content: bytes) -> str:
+        # Through a gateway, as the files are the gateway's own: the kit's gateway
+        # shares its records and store, so it finds the file for the same gateway key.
+        client = sibling.client()
+        return client.files.create(file=("train.jsonl", content), purpose="fine-tune").id
+
+    def set_status(job_id: str, status: str) -> None:
+        fake.set_status(_created_upstream(fake, job_id), status)
+
+    def fail_next(status: int, headers: Mapping[str, str]) -> None:
+        # Staging calls the target too: let every job finish it, so the fault meets the
+        # suite's probe (a retrieve, which managed mode forwards to the target).
+        for job in sibling.client().fine_tuning.jobs.list(limit=100):
+            if job.status == "validating_files":
+                _created_upstream(fake, job.id)
+        fake.fail_next(status, headers=dict(headers))
+
+    target = ConformanceTarget(
+        virtual_key={"provider": "portkey", "data_dir": str(tmp_path / "managed")},
+        seed_file=seed_file,
+        set_status=set_status,
+        fail_next=fail_next,
+        secrets=[TARGET_KEY],
+        config={
+            "virtual_keys": {
+                TARGET: {"provider": "openai", "api_key": TARGET_KEY, "base_url": fake_url}
+            }
+        },
+        create_body={"portkey_options": {"x-portkey-virtual-key": TARGET}},
+        # Managed mode lists jobs from its records; a target's failure there is logged and
+        # the record shown, so it is a retrieve that carries the target's error back.
+        fault_probe="retrieve",
+    )
+    registry = Registry.discover()
+    config = parse_config(kit_config(target), registry, {})
+    sibling.url = gateway_servers.serve(make_app(config, registry)) + "/v1"
+    yield target
+    for client in sibling.clients:
+        client.close()
