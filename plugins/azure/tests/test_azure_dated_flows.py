@@ -166,23 +166,6 @@ def test_dated_gateway_only_fields_are_dropped_not_refused(azure: AzureStack) ->
     assert _job_posts(azure)[-1].json == {"model": "gpt-4o-mini", "training_file": training["id"]}
 
 
-@pytest.mark.parametrize("operation", ["pause", "resume"])
-def test_dated_pause_and_resume_are_refused_never_cancelled(
-    azure: AzureStack, operation: str
-) -> None:
-    client = azure.client("azure-dated")
-    training = azure.dated.add_file("train.jsonl", TRAINING_JSONL)
-    job = client.fine_tuning.jobs.create(training_file=training["id"], model="gpt-4o-mini")
-    azure.dated.set_status(job.id, "running")
-    before = len(azure.dated.requests)
-    with pytest.raises(openai.BadRequestError) as caught:
-        getattr(client.fine_tuning.jobs, operation)(job.id)
-    assert caught.value.code == "unsupported_operation"
-    assert "azure-openai" in caught.value.message and f"{operation[:-1]}ing" in caught.value.message
-    assert len(azure.dated.requests) == before, "no call of any kind reached Azure"
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
-
-
 def test_dated_files_list_is_paged_by_the_gateway(azure: AzureStack) -> None:
     client = azure.client("azure-dated")
     ids = [

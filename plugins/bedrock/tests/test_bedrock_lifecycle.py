@@ -89,15 +89,6 @@ def test_failed_job_reports_bedrocks_message(gateway: Gateway) -> None:
     assert latest.level == "error" and "3 invalid records" in latest.message
 
 
-def test_cancel_stops_the_job(gateway: Gateway) -> None:
-    client = gateway.client()
-    job = client.fine_tuning.jobs.create(model=NOVA, training_file=upload(gateway, *ONE_TURN))
-    cancelled = client.fine_tuning.jobs.cancel(job.id)
-    assert cancelled.id == job.id and cancelled.status == "cancelled"
-    assert moto_job(job.id).status == "Stopped"
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
-
-
 def test_jobs_list_auto_pages_each_job_once_newest_first(gateway: Gateway) -> None:
     client = gateway.client()
     file_id = upload(gateway, *ONE_TURN)

@@ -116,21 +116,6 @@ def test_managed_upload_once_and_train_on_two_targets(managed: Managed) -> None:
     assert done.id == on_bedrock.id and done.training_file == file_id
 
 
-def test_managed_list_pages_each_job_once(managed: Managed) -> None:
-    client = managed.client()
-    file_id = managed.upload(client)
-    made = [
-        client.fine_tuning.jobs.create(
-            model=NOVA, training_file=file_id, extra_body=target("bedrock-main")
-        ).id
-        for _ in range(5)
-    ]
-    seen = [job.id for job in client.fine_tuning.jobs.list(limit=2)]
-    assert seen == made[::-1]
-    first = client.fine_tuning.jobs.list(limit=2)
-    assert first.has_more and len(first.data) == 2
-
-
 def test_managed_metadata_filter(managed: Managed) -> None:
     client = managed.client()
     file_id = managed.upload(client)

@@ -174,22 +174,6 @@ def test_cancel_posts_cancel_then_returns_the_job(vertex: VertexStack) -> None:
         client.fine_tuning.jobs.cancel(job.id)
 
 
-@pytest.mark.parametrize("operation", ["pause", "resume"])
-def test_pause_and_resume_are_refused_and_never_cancel(vertex: VertexStack, operation: str) -> None:
-    client = vertex.client()
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=upload(vertex))
-    vertex.google.set_state(vertex.native(job.id), "JOB_STATE_RUNNING")
-    before = len(vertex.google.requests)
-
-    with pytest.raises(openai.BadRequestError) as refused:
-        getattr(client.fine_tuning.jobs, operation)(job.id)
-
-    assert "vertex-ai" in refused.value.message and f"{operation[:-1]}ing" in refused.value.message
-    assert refused.value.code == "unsupported_operation"
-    assert len(vertex.google.requests) == before, "nothing reached Vertex"
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
-
-
 def test_dpo_job_trains_on_the_preference_copy(vertex: VertexStack) -> None:
     client = vertex.client()
     training = upload(vertex, PREFERENCE_LINES)
