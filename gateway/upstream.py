@@ -29,6 +29,7 @@ from gateway.errors import (
     error_for_status,
 )
 from gateway.http1 import Answer, ConnectFailed, Http1Pool, ProtocolError
+from gateway.provider import Download
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
 
 # How much of an error body is read: enough for any message, bounded against a flood.
@@ -277,6 +278,43 @@ async def send(
         response.release()
         raise redirect_refused(provider, response.status)
     return response
+
+
+DOWNLOAD_CHUNK = 256 * 1024
+
+
+async def download(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    provider: str,
+    check: Callable[[UpstreamResponse], Awaitable[None]],
+    headers: Mapping[str, str],
+    params: Mapping[str, str] | None = None,
+) -> Download:
+    """A file's content from a ``GET``, streamed on as it arrives.
+
+    ``check`` raises the mapped error for a failed answer, as for ``call_json``; the
+    connection is released on that error, or by the ``Download``'s ``release`` once the
+    gateway has sent the body on.
+    """
+    response = await send(http, "GET", url, provider=provider, params=params, headers=headers)
+    try:
+        await check(response)
+    except BaseException:
+        response.release()
+        raise
+
+    async def release() -> None:
+        response.release()
+
+    return Download(
+        chunks=response.content.iter_chunked(DOWNLOAD_CHUNK),
+        # A compressed answer is decompressed on the way: its length no longer holds.
+        size=None if "Content-Encoding" in response.headers else response.content_length,
+        content_type=response.headers.get("Content-Type", "application/octet-stream"),
+        release=release,
+    )
 
 
 # The statuses with which an HTTP client would follow a Location (RFC 9110, 15.4).

@@ -38,14 +38,13 @@ from gateway.provider import (
     ProviderSettings,
 )
 from gateway.step_metrics import EventLog
-from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
+from gateway.upstream import UpstreamResponse, call_json, download, raise_for_openai_status
 from gateway_azure import transform as tf
 from gateway_azure.errors import parse_error
 from gateway_azure.results import MAX_EVENTS, merged_log, results_block
 from gateway_azure.settings import AzureSettings, Surface, settings_from_headers
 
 T = TypeVar("T")
-_CHUNK = 256 * 1024
 _LOGS_KEPT = 64  # finished jobs whose events and results file are held (bounded rows each)
 
 
@@ -322,29 +321,13 @@ class AzureOpenAIProvider(Provider):
         )
 
     async def file_content(self, file_id: str) -> Download:
-        response = await send(
+        return await download(
             self.http,
-            "GET",
             self._url(f"/files/{file_id}/content"),
             provider=self.slug,
-            params=self.surface.params(),
+            check=self._raise_for_status,
             headers=self._headers(),
-        )
-        try:
-            await self._raise_for_status(response)
-        except BaseException:
-            response.release()
-            raise
-
-        async def release() -> None:
-            response.release()
-
-        return Download(
-            chunks=response.content.iter_chunked(_CHUNK),
-            # A compressed answer is decompressed on the way: its length no longer holds.
-            size=None if "Content-Encoding" in response.headers else response.content_length,
-            content_type=response.headers.get("Content-Type", "application/octet-stream"),
-            release=release,
+            params=self.surface.params(),
         )
 
     async def delete_file(self, file_id: str) -> Json[FileDeleted]:

@@ -26,10 +26,9 @@ from gateway.provider import (
     Provider,
     ProviderSettings,
 )
-from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
+from gateway.upstream import UpstreamResponse, call_json, download, raise_for_openai_status
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-_CHUNK = 256 * 1024
 
 
 class OpenAISettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -166,28 +165,12 @@ class OpenAIProvider(Provider):
         return await self._json("GET", f"/files/{file_id}")
 
     async def file_content(self, file_id: str) -> Download:
-        response = await send(
+        return await download(
             self.http,
-            "GET",
             self._url(f"/files/{file_id}/content"),
             provider=self.slug,
+            check=self._raise_for_status,
             headers=self._headers(),
-        )
-        try:
-            await self._raise_for_status(response)
-        except BaseException:
-            response.release()
-            raise
-
-        async def release() -> None:
-            response.release()
-
-        return Download(
-            chunks=response.content.iter_chunked(_CHUNK),
-            # A compressed answer is decompressed on the way: its length no longer holds.
-            size=None if "Content-Encoding" in response.headers else response.content_length,
-            content_type=response.headers.get("Content-Type", "application/octet-stream"),
-            release=release,
         )
 
     async def delete_file(self, file_id: str) -> msgspec.Raw:

@@ -34,12 +34,11 @@ from gateway.provider import (
     ProviderSettings,
 )
 from gateway.step_metrics import EventLog, MetricsBlock, StepMetrics
-from gateway.upstream import UpstreamResponse, call_json, raise_for_openai_status, send
+from gateway.upstream import UpstreamResponse, call_json, download, raise_for_openai_status, send
 from gateway_together import transform as tf
 
 T = TypeVar("T")
 DEFAULT_BASE_URL = "https://api.together.ai/v1"
-_CHUNK = 256 * 1024
 _METRIC_KEYS = tuple(tf.METRIC_NAMES.values())
 
 
@@ -262,27 +261,12 @@ class TogetherProvider(Provider):
 
     async def file_content(self, file_id: str) -> Download:
         native = tf.native_id(file_id, "file")
-        response = await send(
+        return await download(
             self.http,
-            "GET",
             self._url(f"/files/{native}/content"),
             provider=self.slug,
+            check=self._check,
             headers=self._headers(),
-        )
-        try:
-            await self._check(response)
-        except BaseException:
-            response.release()
-            raise
-
-        async def release() -> None:
-            response.release()
-
-        return Download(
-            chunks=response.content.iter_chunked(_CHUNK),
-            size=None if "Content-Encoding" in response.headers else response.content_length,
-            content_type=response.headers.get("Content-Type", "application/octet-stream"),
-            release=release,
         )
 
     async def delete_file(self, file_id: str) -> Json[FileDeleted]:
