@@ -11,9 +11,20 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# What a plugin may say it lacks; the suite then checks that each is a clear 400 instead.
+# What a plugin may say it lacks; the suite then checks that each is a clear 400 instead
+# ("metrics" and "idempotency" have no 400: the suite only leaves their checks out).
 OPERATIONS = frozenset(
-    {"cancel", "pause", "resume", "events", "checkpoints", "files", "idempotency"}
+    {
+        "cancel",
+        "pause",
+        "resume",
+        "events",
+        "checkpoints",
+        "files",
+        "file_content",
+        "idempotency",
+        "metrics",
+    }
 )
 
 
@@ -33,6 +44,13 @@ class ConformanceTarget:
     ``secrets``: the credentials in ``virtual_key``; none may appear in an answer or a
     log line. ``lacks``: names from :data:`OPERATIONS` the provider does not do.
     ``model``: a base model the fake accepts. ``config``: more gateway config, merged in.
+    ``add_metrics(job_id, step, train_loss)``: the fake publishes one training step's
+    metrics for a job, as the provider's trainer would; the suite then expects them as
+    OpenAI metrics events. Give it, or name "metrics" in ``lacks``; a target with neither
+    has its metrics check skipped, saying so.
+    ``pause_upstream(job_id)``: the provider pauses a job by itself (Fireworks' PAUSED
+    state); needed only where ``resume`` works but ``pause`` is lacked, so that the suite
+    has a job to resume.
     """
 
     virtual_key: Mapping[str, Any]
@@ -43,6 +61,8 @@ class ConformanceTarget:
     lacks: frozenset[str] = frozenset()
     model: str = "gpt-4o-mini"
     config: Mapping[str, Any] = field(default_factory=dict)
+    add_metrics: Callable[[str, int, float], None] | None = None
+    pause_upstream: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.lacks) - OPERATIONS
@@ -53,6 +73,13 @@ class ConformanceTarget:
             )
         if not self.secrets:
             raise ValueError("ConformanceTarget.secrets is empty: name the fake's credentials")
+        if self.add_metrics is not None and not self.does("metrics"):
+            raise ValueError(
+                "ConformanceTarget.add_metrics is given, but lacks names 'metrics' or "
+                "'events': metrics are events, so say one or the other"
+            )
 
     def does(self, operation: str) -> bool:
-        return operation not in self.lacks
+        # Metrics come as events and content is a file's: lacking the whole lacks the part.
+        whole = {"metrics": "events", "file_content": "files"}.get(operation, operation)
+        return operation not in self.lacks and whole not in self.lacks
