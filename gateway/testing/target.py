@@ -11,9 +11,20 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-# What a plugin may say it lacks; the suite then checks that each is a clear 400 instead.
+# What a plugin may say it lacks; the suite then checks that each is a clear 400 instead
+# ("metrics" and "idempotency" have no 400: the suite only leaves their checks out).
 OPERATIONS = frozenset(
-    {"cancel", "pause", "resume", "events", "checkpoints", "files", "idempotency"}
+    {
+        "cancel",
+        "pause",
+        "resume",
+        "events",
+        "checkpoints",
+        "files",
+        "file_content",
+        "idempotency",
+        "metrics",
+    }
 )
 
 
@@ -38,6 +49,13 @@ class ConformanceTarget:
     ``fault_probe``: the call the suite makes right after ``fail_next``, which must reach
     the fake: ``"list"`` (the jobs list) or ``"retrieve"`` (a job the suite made before),
     for a provider that answers the jobs list from its own records (managed mode).
+    ``add_metrics(job_id, step, train_loss)``: the fake publishes one training step's
+    metrics for a job, as the provider's trainer would; the suite then expects them as
+    OpenAI metrics events. Give it, or name "metrics" in ``lacks``; a target with neither
+    has its metrics check skipped, saying so.
+    ``pause_upstream(job_id)``: the provider pauses a job by itself (Fireworks' PAUSED
+    state); needed only where ``resume`` works but ``pause`` is lacked, so that the suite
+    has a job to resume.
     """
 
     virtual_key: Mapping[str, Any]
@@ -50,6 +68,8 @@ class ConformanceTarget:
     config: Mapping[str, Any] = field(default_factory=dict)
     create_body: Mapping[str, Any] = field(default_factory=dict)
     fault_probe: Literal["list", "retrieve"] = "list"
+    add_metrics: Callable[[str, int, float], None] | None = None
+    pause_upstream: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.lacks) - OPERATIONS
@@ -60,6 +80,13 @@ class ConformanceTarget:
             )
         if not self.secrets:
             raise ValueError("ConformanceTarget.secrets is empty: name the fake's credentials")
+        if self.add_metrics is not None and not self.does("metrics"):
+            raise ValueError(
+                "ConformanceTarget.add_metrics is given, but lacks names 'metrics' or "
+                "'events': metrics are events, so say one or the other"
+            )
 
     def does(self, operation: str) -> bool:
-        return operation not in self.lacks
+        # Metrics come as events and content is a file's: lacking the whole lacks the part.
+        whole = {"metrics": "events", "file_content": "files"}.get(operation, operation)
+        return operation not in self.lacks and whole not in self.lacks

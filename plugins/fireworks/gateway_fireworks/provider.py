@@ -26,7 +26,7 @@ import aiohttp
 import msgspec
 import yarl
 
-from gateway.errors import BadRequest, NotSupported, UpstreamError
+from gateway.errors import BadRequest, Conflict, NotSupported, UpstreamError
 from gateway.jsonl import converted
 from gateway.models import FileDeleted, FileObject, FineTuningJob, Page
 from gateway.paging import TokenPager
@@ -113,15 +113,22 @@ class FireworksProvider(Provider):
         if request.idempotency_key and tf.RESOURCE_ID.fullmatch(request.idempotency_key):
             # Fireworks refuses a second job with the same id: a retry cannot make two.
             params = {"supervisedFineTuningJobId": request.idempotency_key}
-        job = await self._call(
-            "POST",
-            "/supervisedFineTuningJobs",
-            wire.Job,
-            "fine-tuning job",
-            body=body,
-            params=params,
-            idempotent=params is not None,
-        )
+        try:
+            job = await self._call(
+                "POST",
+                "/supervisedFineTuningJobs",
+                wire.Job,
+                "fine-tuning job",
+                body=body,
+                params=params,
+                idempotent=params is not None,
+            )
+        except Conflict:
+            if request.idempotency_key is None or params is None:
+                raise
+            # The key is the job's id, so Fireworks' 409 means this key already made its
+            # job: OpenAI answers a repeated key with that job, not an error.
+            return await self.retrieve_job(request.idempotency_key)
         return tf.job_from_fireworks(job)
 
     async def _fetch_jobs(

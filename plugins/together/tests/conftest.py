@@ -1,4 +1,5 @@
-"""Fixtures: a fake Together AI upstream and a gateway in front, on real sockets."""
+"""Fixtures: a fake Together AI upstream and a gateway in front, on real sockets; and
+the plugin kit's ``conformance_target`` (public contract and ``gateway.testing`` only)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,22 @@ from gateway.app import make_app
 from gateway.config import parse_config
 from gateway.registry import Registry
 from gateway.testing.live import ServerThread
+from gateway.testing.target import ConformanceTarget
 from plugins.together.tests.fakes.together import FakeTogetherState
 from plugins.together.tests.fakes.together import make_app as make_fake_app
 from tests.conftest import GATEWAY_KEY
 
 TOGETHER_KEY = "tgp_v1_0123456789abcdef0123456789abcdef"
 LLAMA = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+# OpenAI's statuses as Together's workers set them (the plugin maps them back).
+TOGETHER_STATUS = {
+    "validating_files": "pending",
+    "queued": "queued",
+    "running": "running",
+    "succeeded": "completed",
+    "failed": "error",
+    "cancelled": "cancelled",
+}
 
 
 @dataclass
@@ -69,3 +80,24 @@ def together(registry: Registry) -> Iterator[TogetherStack]:
     for client in stack.clients:
         client.close()
     servers.close()
+
+
+@pytest.fixture
+def conformance_target(gateway_servers: ServerThread) -> ConformanceTarget:
+    fake = FakeTogetherState(api_key=TOGETHER_KEY)
+    url = gateway_servers.serve(make_fake_app(fake))
+    return ConformanceTarget(
+        virtual_key={
+            "provider": "together-ai",
+            "api_key": TOGETHER_KEY,
+            "custom_host": url + "/v1",
+        },
+        seed_file=lambda content: fake.add_file("train.jsonl", content),
+        set_status=lambda job_id, status: fake.set_status(job_id, TOGETHER_STATUS[status]),
+        fail_next=lambda status, headers: fake.fail_next(status, dict(headers)),
+        secrets=[TOGETHER_KEY],
+        # Together has no pause or resume; its create takes no idempotency key.
+        lacks=frozenset({"pause", "resume", "idempotency"}),
+        model=LLAMA,
+        add_metrics=fake.add_metrics,
+    )

@@ -55,6 +55,11 @@ class FakeFireworksState:
     clock: itertools.count[int] = field(default_factory=itertools.count)
     base_url: str = ""
     fail_put: int | None = None
+    # Errors to answer the next requests with, on any route, with no side effect.
+    faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+    def fail_next(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.faults.append((status, dict(headers or {})))
 
     def now(self) -> str:
         moment = START + timedelta(seconds=next(self.clock))
@@ -104,6 +109,11 @@ def make_app(state: FakeFireworksState) -> web.Application:
             )
         )
         request[_BODY] = body
+        if state.faults:
+            status, headers = state.faults.pop(0)
+            failed = _error(status, f"fake Fireworks fault {status}")
+            failed.headers.update(headers)
+            return failed
         if request.path.startswith("/v1/"):
             if request.headers.get("Authorization") != f"Bearer {state.api_key}":
                 return _error(401, "invalid API key")

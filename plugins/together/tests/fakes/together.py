@@ -52,6 +52,28 @@ class FakeTogetherState:
     requests: list[Seen] = field(default_factory=list)
     # Answers to give instead of the real one, by "METHOD path".
     override: dict[str, tuple[int, Any]] = field(default_factory=dict)
+    # Errors to answer the next requests with, on any route, with no side effect.
+    faults: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+    def fail_next(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.faults.append((status, dict(headers or {})))
+
+    def add_file(self, filename: str, content: bytes) -> str:
+        """A file already uploaded and preprocessed, to start a test mid-story."""
+        file_id = f"file-{uuid.uuid4()}"
+        self.files[file_id] = {
+            "id": file_id, "object": "file", "created_at": self.tick(), "filename": filename,
+            "bytes": len(content), "purpose": "fine-tune", "FileType": "jsonl",
+            "Processed": True, "LineCount": content.count(b"\n"),
+        }  # fmt: skip
+        self.content[file_id] = content
+        return file_id
+
+    def add_metrics(self, job_id: str, step: int, train_loss: float) -> None:
+        """One row of ``GET /fine-tunes/{id}/metrics``, as the spec's sample names them."""
+        self.metrics[job_id].append(
+            {"train/loss": train_loss, "train/global_step": step, "train/learning_rate": 1e-5}
+        )
 
     def tick(self) -> int:
         self.now += 1
@@ -99,6 +121,11 @@ def make_app(state: FakeTogetherState) -> web.Application:
         state.requests.append(
             Seen(request.method, request.path, dict(request.query), dict(request.headers), body)
         )
+        if state.faults:
+            status, headers = state.faults.pop(0)
+            failed = _error(status, f"fake Together fault {status}", "server_error")
+            failed.headers.update(headers)
+            return failed
         signed = request.path.startswith("/signed/")
         if not signed and request.headers.get("Authorization") != f"Bearer {state.api_key}":
             return _error(401, "Invalid API key provided", "authentication_error")

@@ -1,0 +1,5 @@
+"""The plugin kit's conformance suite, run on the Fireworks AI plugin (see conftest.py)."""
+
+from gateway.testing.conformance import TestConformance
+
+__all__ = ["TestConformance"]
