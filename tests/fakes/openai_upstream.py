@@ -171,6 +171,12 @@ class FakeOpenAIState:
         self.job(job_id).events.append(event)
         return event
 
+    def add_metrics(self, job_id: str, step: int, train_loss: float) -> JSON:
+        """As OpenAI's trainer logs a step: a metrics event beside the job's messages."""
+        data = {"step": step, "train_loss": train_loss}
+        message = f"Step {step}: training loss={train_loss:.4f}"
+        return self.add_event(job_id, message, "info", "metrics", data)
+
     def set_status(
         self,
         job_id: str,

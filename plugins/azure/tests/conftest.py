@@ -144,6 +144,9 @@ def conformance_target(
             set_status=lambda job_id, status: v1.service.set_status(job_id, status) and None,
             fail_next=lambda status, headers: v1.service.fail_next(status, headers=dict(headers)),
             secrets=[AZURE_KEY],
+            add_metrics=lambda job_id, step, loss: (
+                v1.service.add_metrics(job_id, step, loss) and None
+            ),
         )
     dated = FakeAzureDatedState(api_keys={AZURE_KEY})
     url = gateway_servers.serve(make_dated_app(dated))
@@ -151,6 +154,12 @@ def conformance_target(
     def fail_next(status: int, headers: Mapping[str, str]) -> None:
         body = {"error": {"code": str(status), "message": f"Azure answered {status}"}}
         dated.fail_next(status, body, dict(headers))
+
+    def add_metrics(job_id: str, step: int, train_loss: float) -> None:
+        # A running job's steps come as metrics events on the dated API too (its results
+        # file, read once the job succeeds, is test_azure_metrics.py's).
+        data = {"step": step, "train_loss": train_loss}
+        dated.add_event(job_id, f"Step {step}", type_="metrics", data=data)
 
     return ConformanceTarget(
         virtual_key={**key, "api_version": DATED, "custom_host": url},
@@ -161,4 +170,5 @@ def conformance_target(
         fail_next=fail_next,
         secrets=[AZURE_KEY],
         lacks=DATED_LACKS,
+        add_metrics=add_metrics,
     )

@@ -25,18 +25,11 @@ def conformance_target(gateway_servers: ServerThread) -> ConformanceTarget:
     def fail_next(status: int, headers: Mapping[str, str]) -> None:
         fake.fail_next(status, headers=dict(headers))
 
-    def add_metrics(job_id: str, step: int, train_loss: float) -> None:
-        # As OpenAI's trainer logs a step: a metrics event beside the job's messages.
-        data = {"step": step, "train_loss": train_loss}
-        fake.add_event(
-            job_id, f"Step {step}: training loss={train_loss:.4f}", "info", "metrics", data
-        )
-
     return ConformanceTarget(
         virtual_key={"provider": "openai", "api_key": UPSTREAM_KEY, "base_url": url},
         seed_file=seed_file,
         set_status=lambda job_id, status: fake.set_status(job_id, status) and None,
         fail_next=fail_next,
         secrets=[UPSTREAM_KEY],
-        add_metrics=add_metrics,
+        add_metrics=lambda job_id, step, loss: fake.add_metrics(job_id, step, loss) and None,
     )

@@ -181,6 +181,9 @@ def conformance_target(
     def set_status(job_id: str, status: str) -> None:
         fake.set_status(_created_upstream(fake, job_id), status)
 
+    def add_metrics(job_id: str, step: int, train_loss: float) -> None:
+        fake.add_metrics(_created_upstream(fake, job_id), step, train_loss)
+
     def fail_next(status: int, headers: Mapping[str, str]) -> None:
         # Staging calls the target too: let every job finish it, so the fault meets the
         # suite's probe (a retrieve, which managed mode forwards to the target).
@@ -204,6 +207,7 @@ def conformance_target(
         # Managed mode lists jobs from its records; a target's failure there is logged and
         # the record shown, so it is a retrieve that carries the target's error back.
         fault_probe="retrieve",
+        add_metrics=add_metrics,
     )
     registry = Registry.discover()
     config = parse_config(kit_config(target), registry, {})

@@ -303,7 +303,8 @@ def conformance_target(vertex: VertexStack) -> ConformanceTarget:
         set_status=set_status,
         fail_next=fail_next,
         secrets=VertexSecrets(vertex.key_info["private_key"], vertex.google),
-        # Vertex's tuningJobs have :cancel only: no pause, no resume.
-        lacks=frozenset({"pause", "resume"}),
+        # Vertex's tuningJobs have :cancel only: no pause, no resume; and its REST API has
+        # no per-step losses (tuningDataStats only), so the gateway makes none up.
+        lacks=frozenset({"pause", "resume", "metrics"}),
         model="gemini-2.5-flash",
     )
