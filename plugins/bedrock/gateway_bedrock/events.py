@@ -46,7 +46,9 @@ class _Events:
             created_at=epoch_seconds(when),
             level=level,
             message=message,
-            type="metrics" if data else "message",
+            # Never "metrics": OpenAI's metrics events are per step and carry data.step
+            # (clients plot them by it); Bedrock's final losses belong to no step.
+            type="message",
             data=data or {},
         )
         # Ties in time keep the order the job went through them.

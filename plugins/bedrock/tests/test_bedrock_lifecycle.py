@@ -67,7 +67,8 @@ def test_lifecycle_statuses_and_events(gateway: Gateway) -> None:
     ]
     assert len({e.id for e in events}) == len(events)
     metrics = events[1]
-    assert metrics.type == "metrics" and metrics.data == {"train_loss": 0.25, "valid_loss": 0.5}
+    # Final values, of no step: a message with the losses, not a per-step metrics event.
+    assert metrics.type == "message" and metrics.data == {"train_loss": 0.25, "valid_loss": 0.5}
     # Ids are stable: the same events, asked again, page on from any of them.
     after = client.fine_tuning.jobs.list_events(job.id, after=events[3].id, limit=2)
     assert [e.id for e in after.data] == [events[4].id, events[5].id] and after.has_more
