@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import egress
 from gateway.errors import InternalError, NotFound, UpstreamError
+from gateway.stores import gcs as stores_gcs
 from gateway.stores import s3 as stores_s3
 from gateway_portkey import store_gcs, store_s3
 from gateway_portkey.settings import ManagedSettings
@@ -202,14 +203,16 @@ async def test_gcs_store_write_keeps_two_chunks_in_memory(
 ) -> None:
     monkeypatch.setattr(store_gcs, "CHUNK_BYTES", 2 * store_gcs.GRANULE)
     uploaded = 0
-    original = GcsStore._put_chunk
+    original = stores_gcs.ResumableUpload._put_chunk
 
-    async def counted(self: GcsStore, session: str, piece: bytes, start: int) -> None:
+    async def counted(
+        self: stores_gcs.ResumableUpload, chunk: list[memoryview], start: int
+    ) -> None:
         nonlocal uploaded
-        await original(self, session, piece, start)
-        uploaded += len(piece)
+        await original(self, chunk, start)
+        uploaded += sum(len(piece) for piece in chunk)
 
-    monkeypatch.setattr(GcsStore, "_put_chunk", counted)
+    monkeypatch.setattr(stores_gcs.ResumableUpload, "_put_chunk", counted)
     held = await _most_held(GcsStore(gcs_settings), data_of(8 * MB), lambda: uploaded, 100_000)
 
     # The chunk uploading, and the one filling (plus the piece that overflows it).
