@@ -211,12 +211,16 @@ def _dns_rebinding_to(real: Any, name: str, address: str) -> Any:
     return getaddrinfo
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/fine_tuning/jobs", "/v1/files"], ids=["bedrock client", "s3 client"]
+)
 async def test_bedrock_custom_host_is_checked_by_the_aws_sdk_on_connecting(
-    registry: Registry, internal: Recorder, monkeypatch: pytest.MonkeyPatch
+    registry: Registry, internal: Recorder, monkeypatch: pytest.MonkeyPatch, path: str
 ) -> None:
-    """The AWS SDK opens its own connections: a request-chosen Bedrock endpoint that was
-    public when the request was checked and is 127.0.0.2 when the SDK connects is never
-    reached (the SDK's connector holds the policy too)."""
+    """The AWS SDK opens its own connections: a request-chosen Bedrock (and S3) endpoint
+    that was public when the request was checked and is 127.0.0.2 when the SDK connects
+    is never reached (the SDK's connector holds the policy too). Listing jobs goes
+    through the Bedrock client, listing files through the S3 one."""
     name = "bedrock.rebind.test"
 
     async def public(host: str, timeout: float) -> list[Any]:
@@ -236,12 +240,13 @@ async def test_bedrock_custom_host_is_checked_by_the_aws_sdk_on_connecting(
         "x-portkey-aws-access-key-id": "AKIDEXAMPLE",
         "x-portkey-aws-secret-access-key": "caller-secret",
         "x-portkey-aws-region": "us-east-1",
+        "x-portkey-aws-s3-bucket": "staging",
         "x-portkey-custom-host": f"http://{name}:{_port(internal)}",
     }
     try:
         async with (
             aiohttp.ClientSession() as http,
-            http.get(server.make_url("/v1/fine_tuning/jobs"), headers=headers) as answer,
+            http.get(server.make_url(path), headers=headers) as answer,
         ):
             body = await answer.json()
     finally:

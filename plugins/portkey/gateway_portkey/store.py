@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from gateway.errors import InternalError, NotFound
+from gateway.stores import local
 from gateway_portkey.settings import ManagedSettings
 
 log = logging.getLogger("finetune_gateway.portkey")
 
-# Writes are gathered to this size before a thread writes them: fewer hops off the loop.
-_WRITE_BATCH = 1024 * 1024
 READ_CHUNK = 256 * 1024
 
 
@@ -62,7 +60,8 @@ def bucket_and_prefix(location: str) -> tuple[str, str]:
 
 
 class LocalStore:
-    """Files in one directory; a write goes to ``.incoming/`` and is renamed when done."""
+    """Files in one directory; a write goes to ``.incoming/`` and is renamed when done
+    (``gateway.stores.local``)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -73,50 +72,22 @@ class LocalStore:
         return self.root / check_key(key)
 
     async def write(self, key: str, chunks: AsyncIterator[bytes]) -> int:
-        final = self._path(key)
-        partial = self._incoming / f"{key}.{uuid.uuid4().hex}"
-        handle = await asyncio.to_thread(partial.open, "wb")
-        written = 0
-        try:
-            batch = bytearray()
-            async for chunk in chunks:
-                batch += chunk
-                if len(batch) >= _WRITE_BATCH:
-                    written += await asyncio.to_thread(handle.write, bytes(batch))
-                    batch.clear()
-            if batch:
-                written += await asyncio.to_thread(handle.write, bytes(batch))
-            await asyncio.to_thread(_flush_and_close, handle)
-            await asyncio.to_thread(os.replace, partial, final)
-        except BaseException:
-            handle.close()
-            partial.unlink(missing_ok=True)
-            raise
-        return written
+        return await local.write_file(self._path(key), self._incoming, chunks)
 
     async def read(self, key: str) -> AsyncGenerator[bytes, None]:
         try:
-            handle = await asyncio.to_thread(self._path(key).open, "rb")
+            handle = await local.open_read(self._path(key))
         except FileNotFoundError:
             raise NotFound(f"The bytes of file '{key}' are missing from the store") from None
-        try:
-            while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+        async with aclosing(local.chunks(handle, READ_CHUNK)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-        finally:
-            handle.close()
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self._path(key).unlink, missing_ok=True)
 
     async def close(self) -> None:
         pass
-
-
-def _flush_and_close(handle: BinaryIO) -> None:
-    # Durable before the record that points at it is written.
-    handle.flush()
-    os.fsync(handle.fileno())
-    handle.close()
 
 
 def open_store(settings: ManagedSettings) -> Store:

@@ -1,13 +1,14 @@
-"""Every store keeps the same promises: whole objects or none, streamed reads, quiet deletes.
+"""Managed mode's stores as the Store protocol: keys, round trips, errors, open_store.
 
-Each behaviour runs against the local directory, S3 (moto) and GCS (fake-gcs-server);
-the stand-ins are looked at directly to check that nothing is left behind. Writes of
-20 MB take S3's multipart path and several GCS chunks.
+What every store kind promises of its bytes (whole objects or none, whatever cuts a
+write short; streamed reads; bounded memory) is checked once per kind on the core's
+writers, in tests/stores/test_promises.py. Here: what the stores add on top, against
+the local directory, S3 (moto) and GCS (fake-gcs-server). Writes of 20 MB take S3's
+multipart path and several GCS chunks; smaller ones S3Store's single PutObject.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import socket
@@ -15,9 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
 from aiohttp import web
@@ -27,8 +26,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway import egress
 from gateway.errors import InternalError, NotFound, UpstreamError
-from gateway.stores import s3 as stores_s3
-from gateway_portkey import store_gcs, store_s3
 from gateway_portkey.settings import ManagedSettings
 from gateway_portkey.store import LocalStore, Store, open_store
 from gateway_portkey.store_gcs import GcsStore
@@ -54,10 +51,6 @@ def loopback_stores_allowed() -> Iterator[None]:
     egress.install(before)
 
 
-class Boom(Exception):
-    """What a chunk source raises halfway (a bad line, a client gone)."""
-
-
 def data_of(size: int, seed: int = 7) -> bytes:
     return random.Random(seed).randbytes(size)
 
@@ -65,20 +58,6 @@ def data_of(size: int, seed: int = 7) -> bytes:
 async def chunks_of(data: bytes, size: int = CHUNK) -> AsyncIterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
-
-
-async def failing(data: bytes) -> AsyncIterator[bytes]:
-    async for chunk in chunks_of(data):
-        yield chunk
-    raise Boom
-
-
-async def stalling(data: bytes, reached: asyncio.Event) -> AsyncIterator[bytes]:
-    """``data``, then waits forever (until the write is cancelled)."""
-    async for chunk in chunks_of(data):
-        yield chunk
-    reached.set()
-    await asyncio.Event().wait()
 
 
 async def read_all(store: Store, key: str) -> bytes:
@@ -123,31 +102,6 @@ async def test_store_round_trips_bytes_exactly(case: Case, size: int) -> None:
     assert case.leftovers() == []
 
 
-@pytest.mark.parametrize("fail_after", [3 * MB, 17 * MB])
-async def test_store_write_whose_chunks_raise_leaves_nothing(case: Case, fail_after: int) -> None:
-    with pytest.raises(Boom):
-        await case.store.write("file-a", failing(data_of(fail_after)))
-
-    assert case.leftovers() == []
-    with pytest.raises(NotFound):
-        await read_all(case.store, "file-a")
-
-
-@pytest.mark.parametrize("cancel_after", [3 * MB, 17 * MB])
-async def test_store_cancelled_write_leaves_nothing(case: Case, cancel_after: int) -> None:
-    reached = asyncio.Event()
-    source = stalling(data_of(cancel_after), reached)
-    write = asyncio.ensure_future(case.store.write("file-a", source))
-    await reached.wait()
-
-    write.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await write
-    await source.aclose()
-
-    assert case.leftovers() == []
-
-
 async def test_store_read_of_a_missing_key_is_not_found(case: Case) -> None:
     with pytest.raises(NotFound, match="file-missing"):
         await anext(case.store.read("file-missing"))
@@ -157,84 +111,10 @@ async def test_store_delete_of_a_missing_key_is_fine(case: Case) -> None:
     await case.store.delete("file-missing")
 
 
-async def test_store_read_streams(case: Case) -> None:
-    data = data_of(20 * MB)
-    await case.store.write("file-a", chunks_of(data))
-
-    chunks = case.store.read("file-a")
-    first = await anext(chunks)
-    await chunks.aclose()  # abandoned after one chunk: the connection is let go
-
-    assert 0 < len(first) <= 2 * MiB and data.startswith(first)
-    assert await read_all(case.store, "file-a") == data  # and the store still reads
-
-
 async def test_store_refuses_a_key_that_is_a_path(case: Case) -> None:
     with pytest.raises(ValueError, match="not a store key"):
         await case.store.write("../etc/passwd", chunks_of(b"x"))
     assert case.leftovers() == []
-
-
-# ---- memory stays bounded whatever the size ------------------------------------------
-async def test_s3_store_write_keeps_a_few_parts_in_memory(
-    s3_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_s3, "PART_SIZE", 5 * MiB)  # S3's smallest
-    uploaded = 0
-    original = stores_s3.write_multipart
-
-    def count(size: int) -> None:
-        nonlocal uploaded
-        uploaded += size
-
-    async def counted(*args: Any, **kwargs: Any) -> int:
-        return await original(*args, on_part=count, **kwargs)
-
-    monkeypatch.setattr(stores_s3, "write_multipart", counted)
-    held = await _most_held(S3Store(s3_settings), data_of(30 * MB), lambda: uploaded)
-
-    # Two parts uploading, and one filling (plus the chunk that overflows it).
-    assert held <= 3 * 5 * MiB + CHUNK
-
-
-async def test_gcs_store_write_keeps_two_chunks_in_memory(
-    gcs_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(store_gcs, "CHUNK_BYTES", 2 * store_gcs.GRANULE)
-    uploaded = 0
-    original = GcsStore._put_chunk
-
-    async def counted(self: GcsStore, session: str, piece: bytes, start: int) -> None:
-        nonlocal uploaded
-        await original(self, session, piece, start)
-        uploaded += len(piece)
-
-    monkeypatch.setattr(GcsStore, "_put_chunk", counted)
-    held = await _most_held(GcsStore(gcs_settings), data_of(8 * MB), lambda: uploaded, 100_000)
-
-    # The chunk uploading, and the one filling (plus the piece that overflows it).
-    assert held <= 2 * 2 * store_gcs.GRANULE + 100_000
-
-
-async def _most_held(
-    store: Store, data: bytes, uploaded: Callable[[], int], chunk: int = CHUNK
-) -> int:
-    """The most bytes taken from the source but not yet uploaded, over a whole write."""
-    taken = most = 0
-
-    async def source() -> AsyncIterator[bytes]:
-        nonlocal taken, most
-        async for piece in chunks_of(data, chunk):
-            most = max(most, taken - uploaded())
-            taken += len(piece)
-            yield piece
-
-    try:
-        assert await store.write("file-a", source()) == len(data)
-        assert await read_all(store, "file-a") == data
-    finally:
-        await store.close()
-    return most
 
 
 # ---- S3 ------------------------------------------------------------------------------
@@ -254,26 +134,6 @@ async def test_s3_store_missing_bucket_is_an_upstream_error(s3_settings: Managed
 
 
 # ---- GCS -----------------------------------------------------------------------------
-async def test_gcs_store_failed_write_cancels_its_upload_session(
-    gcs_settings: ManagedSettings,
-) -> None:
-    calls: list[tuple[str, str, int]] = []
-
-    async def record(_: Any, __: Any, params: aiohttp.TraceRequestEndParams) -> None:
-        calls.append((params.method, str(params.url), params.response.status))
-
-    trace = aiohttp.TraceConfig()
-    trace.on_request_end.append(record)
-    async with aiohttp.ClientSession(trace_configs=[trace]) as http:
-        store = GcsStore(gcs_settings, http=http)
-        with pytest.raises(Boom):
-            await store.write("file-a", failing(data_of(17 * MB)))
-        await store.close()
-
-    cancels = [c for c in calls if c[0] == "DELETE" and "upload_id=" in c[1]]
-    assert [status for *_, status in cancels] == [499]  # GCS's answer to a cancel
-
-
 async def test_gcs_store_unreachable_is_an_upstream_error(
     gcs_settings: ManagedSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,6 @@ files twice. An upload is committed by a last metadata write on the original (it
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -30,11 +29,12 @@ from gateway.ids import decode_id, encode_id
 from gateway.jsonl import checked
 from gateway.models import FileObject
 from gateway.provider import FileUpload
+from gateway.stores import cleanup_shielded
 from gateway_vertex import wire
 from gateway_vertex.formats import Kind, LineConverter
 
 if TYPE_CHECKING:  # gcs imports gcloud-aio-storage: loaded with the first storage call
-    from gateway_vertex.gcs import Gcs, ResumableUpload
+    from gateway_vertex.gcs import Gcs
 
 log = logging.getLogger("finetune_gateway.vertex")
 
@@ -136,22 +136,16 @@ async def stage(gcs: Gcs, layout: Layout, upload: FileUpload) -> FileObject:
         # The last line is checked after the last chunk arrived.
         if out := converter.take():
             await converted.write(out)
-        await converted.finish()
+        if converted.size:  # Gemini's own format needs no copy: nothing to make
+            await converted.finish()
         await original.finish()
         assert converter.kind is not None  # checked() refuses a file without lines
         committed = await gcs.patch_metadata(original.name, {**meta, FORMAT: converter.kind})
     except BaseException:
         # Shielded: a cancelled request must still clean up after itself.
-        await asyncio.shield(_discard(original, converted))
+        for made in (original, converted):
+            await cleanup_shielded(f"Cloud Storage ({made.name})", made.abort())
         raise
     found = layout.file_object(committed)
     assert found is not None  # just committed with every field file_object reads
     return found
-
-
-async def _discard(*uploads: ResumableUpload) -> None:
-    for upload in uploads:
-        try:
-            await upload.abort()
-        except Exception as exc:  # best effort: the upload's own error is the one to report
-            log.warning("Could not clean up %s after a failed upload: %s", upload.name, exc)
