@@ -26,10 +26,16 @@ def test_target_with_metrics_hook_but_lacking_metrics_is_refused(lacked: str) ->
         _target(add_metrics=lambda job_id, step, loss: None, lacks=frozenset({lacked}))
 
 
+def test_target_neither_giving_metrics_nor_lacking_them_is_refused() -> None:
+    with pytest.raises(ValueError, match="no add_metrics hook"):
+        _target()
+
+
 def test_target_lacking_the_whole_lacks_its_part() -> None:
     target = _target(lacks=frozenset({"events", "files"}))
     assert not target.does("metrics") and not target.does("file_content")
-    assert _target().does("metrics") and _target().does("file_content")
+    full = _target(add_metrics=lambda job_id, step, loss: None)
+    assert full.does("metrics") and full.does("file_content")
 
 
 def test_target_naming_an_unknown_operation_is_refused() -> None:

@@ -51,8 +51,8 @@ class ConformanceTarget:
     for a provider that answers the jobs list from its own records (managed mode).
     ``add_metrics(job_id, step, train_loss)``: the fake publishes one training step's
     metrics for a job, as the provider's trainer would; the suite then expects them as
-    OpenAI metrics events. Give it, or name "metrics" in ``lacks``; a target with neither
-    has its metrics check skipped, saying so.
+    OpenAI metrics events. Give it, or name "metrics" (or "events") in ``lacks``: a
+    target with neither is refused, so a plugin cannot pass without saying which.
     ``pause_upstream(job_id)``: the provider pauses a job by itself (Fireworks' PAUSED
     state); needed only where ``resume`` works but ``pause`` is lacked, so that the suite
     has a job to resume.
@@ -80,6 +80,11 @@ class ConformanceTarget:
             )
         if not self.secrets:
             raise ValueError("ConformanceTarget.secrets is empty: name the fake's credentials")
+        if self.add_metrics is None and self.does("metrics"):
+            raise ValueError(
+                "ConformanceTarget has no add_metrics hook and lacks does not name "
+                "'metrics': give the hook, or say the provider has no per-step metrics"
+            )
         if self.add_metrics is not None and not self.does("metrics"):
             raise ValueError(
                 "ConformanceTarget.add_metrics is given, but lacks names 'metrics' or "
