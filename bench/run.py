@@ -72,7 +72,8 @@ NOTES = [
     "verifies nothing no longer does, and the collector stays off until serve freezes "
     "what it loaded. Workers forked by `--workers` skip all of it.",
     "Upload memory: the Bedrock plugin's AWS SDK (aiobotocore with its S3 and Bedrock "
-    "clients) holds about 36 MB before any data; S3 parts are 5 MiB, two in flight. "
+    "clients) holds about 30 MB before any data; S3 parts are 5 MiB, two in flight (one "
+    "each for a Bedrock upload's original and its conversation copy). "
     "Vertex writes two objects (the original and the Gemini copy) in 8 MiB GCS chunks, "
     "one in flight per object while the next fills, which is what keeps a distant store "
     "busy.",
