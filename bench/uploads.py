@@ -38,6 +38,7 @@ from common import (
     MB,
     ROOT,
     RssSampler,
+    add_output_arguments,
     cpu_seconds,
     free_port,
     gateway_command,
@@ -274,11 +275,7 @@ def main() -> int:
         "--before", type=Path, help="an earlier run's uploads JSON (written to --out), shown beside"
     )
     parser.add_argument("--before-label", default="earlier run", help="names that run")
-    parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ftg-bench",
-        help="where the training file is generated and kept",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    add_output_arguments(parser)
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     load = load_average()

@@ -36,10 +36,10 @@ class _Message(msgspec.Struct):
     function_call: None = None
 
 
-class _Line(msgspec.Struct):
-    """The top-level keys ``formats.classify`` looks at, and the messages."""
+class TopLevel(msgspec.Struct):
+    """The top-level keys that tell the line formats apart (``formats.classify``), raw;
+    an absent one is an empty Raw (Raw cannot sit in a union)."""
 
-    messages: list[_Message] = msgspec.field(default_factory=list)
     system: msgspec.Raw = _ABSENT
     schemaVersion: msgspec.Raw = _ABSENT
     prompt: msgspec.Raw = _ABSENT
@@ -47,6 +47,10 @@ class _Line(msgspec.Struct):
     tools: msgspec.Raw = _ABSENT
     functions: msgspec.Raw = _ABSENT
     preferred_output: msgspec.Raw = _ABSENT
+
+
+class _Line(TopLevel):
+    messages: list[_Message] = msgspec.field(default_factory=list)
 
 
 _decoder = msgspec.json.Decoder(_Line)

@@ -58,17 +58,10 @@ def describe(line_format: LineFormat) -> str:
 _ABSENT = msgspec.Raw()
 
 
-class _Probe(msgspec.Struct):
-    """Top-level keys only; an absent one is an empty Raw (Raw cannot sit in a union)."""
+class _Probe(fastlines.TopLevel):
+    """Top-level keys only, the messages raw too."""
 
     messages: msgspec.Raw = _ABSENT
-    system: msgspec.Raw = _ABSENT
-    schemaVersion: msgspec.Raw = _ABSENT
-    prompt: msgspec.Raw = _ABSENT
-    completion: msgspec.Raw = _ABSENT
-    tools: msgspec.Raw = _ABSENT
-    functions: msgspec.Raw = _ABSENT
-    preferred_output: msgspec.Raw = _ABSENT
 
 
 # ---- Bedrock's own formats, as written and as checked ----------------------------------
