@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -18,6 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 GATEWAY_KEY = "gw-bench-key-0123456789"
 MB = 1_000_000
+
+
+def add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where a benchmark keeps its generated inputs and writes its page."""
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ftg-bench",
+        help="where the training file is generated and kept",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
 
 
 def free_port() -> int:

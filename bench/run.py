@@ -17,7 +17,6 @@ import argparse
 import json
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead
 import report
 import uploads
-from common import ROOT, load_average, machine
+from common import add_output_arguments, load_average, machine
 
 NOTES = [
     "Latency and throughput: nginx answers every `/v1/fine_tuning/...` path with one "
@@ -72,7 +71,8 @@ NOTES = [
     "verifies nothing no longer does, and the collector stays off until serve freezes "
     "what it loaded. Workers forked by `--workers` skip all of it.",
     "Upload memory: the Bedrock plugin's AWS SDK (aiobotocore with its S3 and Bedrock "
-    "clients) holds about 36 MB before any data; S3 parts are 5 MiB, two in flight. "
+    "clients) holds about 30 MB before any data; S3 parts are 5 MiB, two in flight (one "
+    "each for a Bedrock upload's original and its conversation copy). "
     "Vertex writes two objects (the original and the Gemini copy) in 8 MiB GCS chunks, "
     "one in flight per object while the next fills, which is what keeps a distant store "
     "busy.",
@@ -92,11 +92,7 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="1 run of 2 s, 100 MB uploads: a smoke test"
     )
-    parser.add_argument(
-        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ftg-bench",
-        help="where the training file is generated and kept",
-    )  # fmt: skip
-    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    add_output_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.runs, args.seconds, args.startups, args.size_mb = 1, 2, 3, 100

@@ -2,8 +2,10 @@
 
 Uploads are checked line by line as they stream into S3 (``gateway.jsonl.checked``): a
 file Bedrock could never train on is refused at upload, with its line numbers, and
-nothing of it is kept. Conversions for a base model's line format are made at job
-create (``staged``), written once per format next to the original and reused.
+nothing of it is kept. Conversions for a base model's line format are written once per
+format next to the original and reused: the conversation format's in the upload's own
+pass (``staging``), the others at job create (``staged``), as is any missing one (a file
+uploaded before, or whose copy failed).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from gateway.errors import BadRequest, NotFound
 from gateway.models import FileDeleted, FileObject, Page
 from gateway.paging import page_of
 from gateway.provider import Download, FileUpload, PageQuery
-from gateway_bedrock import s3
+from gateway_bedrock import s3, staging
 from gateway_bedrock.aws import BedrockSettings, Clients
-from gateway_bedrock.formats import LineFormat, check_line, convert_line
+from gateway_bedrock.formats import LineFormat, convert_line
 
 
 class FileStore:
@@ -56,13 +58,16 @@ class FileStore:
         stem = s3.new_stem()
         key = layout.file_key(stem, upload.filename)
         created_at = s3.created_at_of(stem)
-        checked = jsonl.checked(upload.chunks, check_line, param="file")
+        copy = staging.ConversationCopy()
+        checked = jsonl.checked(upload.chunks, copy, param="file")
         with self._errors("S3"):
-            size = await s3.write_multipart(
+            size = await staging.write_both(
                 client,
                 layout.bucket,
                 key,
+                layout.staged_key(stem, staging.STAGED_AT_UPLOAD),
                 checked,
+                copy,
                 metadata=s3.file_metadata(upload.filename, upload.purpose, created_at),
             )
         return _file_object(s3.StoredFile(key, stem, s3.safe_filename(upload.filename), size))

@@ -15,18 +15,22 @@ reported, never dropped or bent.
 
 Each line is first decoded into ``_Probe``, whose fields stay raw, to tell the formats
 apart by their top-level keys (a nested key such as a tool schema's ``"system"`` cannot
-fool it), then only the part that matters is decoded into Structs.
+fool it), then only the part that matters is decoded into Structs. A plain-text OpenAI
+chat line, the common case, takes ``fastlines`` instead: one decode, its texts copied as
+they are; any other line, and any line the fast path is unsure of, comes here.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Literal
 
 import msgspec
 
 from gateway.jsonl import LineInvalid
 from gateway.training import ChatMessage, message_text
+from gateway_bedrock import fastlines
 
 CONVERSATION_SCHEMA = "bedrock-conversation-2024"
 
@@ -54,17 +58,10 @@ def describe(line_format: LineFormat) -> str:
 _ABSENT = msgspec.Raw()
 
 
-class _Probe(msgspec.Struct):
-    """Top-level keys only; an absent one is an empty Raw (Raw cannot sit in a union)."""
+class _Probe(fastlines.TopLevel):
+    """Top-level keys only, the messages raw too."""
 
     messages: msgspec.Raw = _ABSENT
-    system: msgspec.Raw = _ABSENT
-    schemaVersion: msgspec.Raw = _ABSENT
-    prompt: msgspec.Raw = _ABSENT
-    completion: msgspec.Raw = _ABSENT
-    tools: msgspec.Raw = _ABSENT
-    functions: msgspec.Raw = _ABSENT
-    preferred_output: msgspec.Raw = _ABSENT
 
 
 # ---- Bedrock's own formats, as written and as checked ----------------------------------
@@ -252,6 +249,8 @@ def _check_roles(roles: list[str]) -> None:
 
 def check_line(raw: bytes) -> None:
     """Upload check: an OpenAI chat line Bedrock can use, or a valid Bedrock-format line."""
+    if fastlines.raw_example(raw) is not None:
+        return
     kind, probe = classify(raw)
     if kind == "openai":
         openai_example(probe)
@@ -264,6 +263,11 @@ def check_line(raw: bytes) -> None:
 
 def convert_line(raw: bytes, target: LineFormat, model: str) -> bytes:
     """One line in ``target``'s format: converted from OpenAI's, or passed through."""
+    fast = fastlines.raw_example(raw)
+    if fast is not None:
+        written = _FAST_WRITERS[target](fast)
+        if written is not None:
+            return written
     kind, probe = classify(raw)
     if kind != "openai":
         if kind is not target:
@@ -276,6 +280,13 @@ def convert_line(raw: bytes, target: LineFormat, model: str) -> bytes:
     if target is LineFormat.CLAUDE:
         return _encoder.encode(to_claude(example))
     return _encoder.encode(to_prompt_completion(example, model))
+
+
+_FAST_WRITERS: dict[LineFormat, Callable[[fastlines.RawExample], bytes | None]] = {
+    LineFormat.CONVERSATION: fastlines.conversation,
+    LineFormat.CLAUDE: fastlines.claude,
+    LineFormat.PROMPT_COMPLETION: fastlines.prompt_completion,
+}
 
 
 def to_conversation(example: Example) -> ConversationLine:

@@ -46,6 +46,9 @@ MiB = 1024 * 1024
 PART_SIZE = 5 * MiB
 PARTS_IN_FLIGHT = 2
 READ_CHUNK = 1 * MiB
+# S3 checks every part against it (aws.py: payloads are not hashed with SHA-256). CRC32
+# is zlib's, so no extra package; botocore prefers awscrt's when installed.
+CHECKSUM = "CRC32"
 FILE_ID_PREFIX = "file-"
 _STEM = re.compile(r"\d{13}[0-9a-f]{16}")
 # S3 keys hold at most 1,024 bytes: longer source URIs keep only their digest.
@@ -174,17 +177,20 @@ async def write_multipart(
     *,
     metadata: dict[str, str] | None = None,
     content_type: str = "application/jsonl",
+    parts_in_flight: int = PARTS_IN_FLIGHT,
 ) -> int:
     """Stream ``chunks`` into one new object (``gateway.stores.s3``); the bytes written,
-    or nothing on failure. ``chunks`` is consumed and closed here."""
+    or nothing on failure. ``chunks`` is consumed and closed here. Two writers at once
+    (``staging``) take one part in flight each."""
     return await stores_s3.write_multipart(
         client,
         bucket,
         key,
         chunks,
         part_size=PART_SIZE,
-        parts_in_flight=PARTS_IN_FLIGHT,
+        parts_in_flight=parts_in_flight,
         on_part=note_staged,
+        checksum=CHECKSUM,
         Metadata=metadata or {},
         ContentType=content_type,
     )

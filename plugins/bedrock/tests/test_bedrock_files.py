@@ -41,12 +41,16 @@ def test_upload_list_retrieve_content_delete(gateway: Gateway) -> None:
     assert uploaded.purpose == "fine-tune"
     assert abs(uploaded.created_at - time.time()) < 60
 
-    [key] = gateway.keys(PREFIX)
-    assert key.startswith(f"{PREFIX}files/") and key.endswith("/train.jsonl")
+    [key] = gateway.keys(f"{PREFIX}files/")
+    assert key.endswith("/train.jsonl")
     assert gateway.read(key) == TRAINING_JSONL
-    head = gateway.s3.head_object(Bucket="ft-gateway-staging", Key=key)
+    head = gateway.s3.head_object(Bucket="ft-gateway-staging", Key=key, ChecksumMode="ENABLED")
     assert head["Metadata"]["filename"] == "train.jsonl"
     assert head["Metadata"]["purpose"] == "fine-tune"
+    assert head["ChecksumCRC32"], "S3 checked every part against its CRC32"
+    # Its copy in Nova's format, made in the same pass (staging.py).
+    [copy] = gateway.keys(f"{PREFIX}staged/")
+    assert copy.endswith(".conversation.jsonl")
 
     assert client.files.retrieve(uploaded.id) == uploaded
     assert [f.id for f in client.files.list()] == [uploaded.id]
@@ -171,10 +175,18 @@ def test_upload_and_conversion_count_staged_bytes(gateway: Gateway) -> None:
     uploaded = client.files.create(file=("train.jsonl", TRAINING_JSONL), purpose="fine-tune")
     root = gateway.url.removesuffix("/v1")
     staged = "finetune_gateway_staged_bytes_total"
-    assert value(scrape(root)[1], staged, provider="bedrock") == len(TRAINING_JSONL)
+    # The original and its conversation copy, written in one pass.
+    [nova] = gateway.keys(f"{PREFIX}staged/")
+    expected = len(TRAINING_JSONL) + len(gateway.read(nova))
+    assert value(scrape(root)[1], staged, provider="bedrock") == expected
     assert value(scrape(root)[1], "finetune_gateway_uploaded_bytes_total") == len(TRAINING_JSONL)
 
+    # Nova trains on the copy as it is; Claude 3 Haiku's is converted at job create.
     client.fine_tuning.jobs.create(model="amazon.nova-micro-v1:0:128k", training_file=uploaded.id)
-    [converted] = gateway.keys(f"{PREFIX}staged/")
-    expected = len(TRAINING_JSONL) + len(gateway.read(converted))
+    assert value(scrape(root)[1], staged, provider="bedrock") == expected
+    client.fine_tuning.jobs.create(
+        model="anthropic.claude-3-haiku-20240307-v1:0:200k", training_file=uploaded.id
+    )
+    [haiku] = [key for key in gateway.keys(f"{PREFIX}staged/") if key != nova]
+    expected += len(gateway.read(haiku))
     assert value(scrape(root)[1], staged, provider="bedrock") == expected

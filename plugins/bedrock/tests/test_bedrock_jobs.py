@@ -138,7 +138,6 @@ def test_create_converts_training_file_for_the_model_family(
         method={"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},  # type: ignore[typeddict-item]
         metadata={"team": "search"},
     )
-    assert staged_lines(gateway) == expected
     assert job.id.startswith("ftjob-") and job.object == "fine_tuning.job"
     assert job.model == model and job.training_file == file_id and job.validation_file is None
     assert job.status == "running" and job.error is None and job.fine_tuned_model is None
@@ -150,9 +149,10 @@ def test_create_converts_training_file_for_the_model_family(
     sent = moto_job(job.id)
     assert sent.role_arn == ROLE_ARN
     assert sent.hyper_parameters == bedrock_hyperparameters
-    assert (
-        sent.training_data_config["s3Uri"] == f"s3://{BUCKET}/{gateway.keys(PREFIX + 'staged/')[0]}"
-    )
+    # Trained on its format's copy: Nova's made at upload, the others' now.
+    training = sent.training_data_config["s3Uri"].removeprefix(f"s3://{BUCKET}/")
+    assert training in gateway.keys(f"{PREFIX}staged/")
+    assert [json.loads(line) for line in gateway.read(training).splitlines()] == expected
     assert sent.output_data_config["s3Uri"].startswith(f"s3://{BUCKET}/{PREFIX}output/")
     assert sent.job_name.startswith("support-") and sent.client_request_token
     assert sent.job_tags == [{"key": "team", "value": "search"}]
@@ -186,6 +186,33 @@ def test_lines_already_in_the_models_format_pass_through(gateway: Gateway) -> No
     assert staged_lines(gateway) == NOVA_LINES
 
 
+def test_nova_trains_on_the_copy_made_at_upload(gateway: Gateway) -> None:
+    file_id = upload(gateway, *ONE_TURN)
+    [copy] = gateway.keys(f"{PREFIX}staged/")
+    assert staged_lines(gateway) == NOVA_LINES  # written while the file was checked
+    job = gateway.client().fine_tuning.jobs.create(model=NOVA, training_file=file_id)
+    assert moto_job(job.id).training_data_config["s3Uri"] == f"s3://{BUCKET}/{copy}"
+
+
+def test_a_file_uploaded_without_its_copy_is_converted_at_create(gateway: Gateway) -> None:
+    # As a file uploaded before copies were made at upload (or whose copy failed) is.
+    file_id = upload(gateway, *ONE_TURN)
+    [copy] = gateway.keys(f"{PREFIX}staged/")
+    gateway.s3.delete_object(Bucket=BUCKET, Key=copy)
+    job = gateway.client().fine_tuning.jobs.create(model=NOVA, training_file=file_id)
+    assert moto_job(job.id).training_data_config["s3Uri"] == f"s3://{BUCKET}/{copy}"
+    assert staged_lines(gateway) == NOVA_LINES
+
+
+def test_a_file_not_all_in_one_format_gets_no_copy_and_create_says_why(gateway: Gateway) -> None:
+    file_id = upload(gateway, ONE_TURN[0], {"prompt": "P", "completion": "C"})
+    assert gateway.keys(f"{PREFIX}staged/") == [] and gateway.open_multipart_uploads() == []
+    with pytest.raises(openai.BadRequestError) as caught:
+        gateway.client().fine_tuning.jobs.create(model=NOVA, training_file=file_id)
+    assert "line 2" in caught.value.message and NOVA in caught.value.message
+    assert caught.value.body["param"] == "training_file"  # type: ignore[index]
+
+
 def test_single_turn_model_refuses_multi_turn_lines_and_stages_nothing(gateway: Gateway) -> None:
     file_id = upload(gateway, *ONE_TURN, TWO_TURNS, ONE_TURN[0], TWO_TURNS)
     with pytest.raises(openai.BadRequestError) as caught:
@@ -193,7 +220,9 @@ def test_single_turn_model_refuses_multi_turn_lines_and_stages_nothing(gateway: 
     assert "line 3" in caught.value.message and "line 5" in caught.value.message
     assert "single-turn" in caught.value.message
     assert caught.value.body["param"] == "training_file"  # type: ignore[index]
-    assert gateway.keys(f"{PREFIX}staged/") == [] and gateway.open_multipart_uploads() == []
+    # Only the conversation copy made at upload: nothing of the refused conversion.
+    [copy] = gateway.keys(f"{PREFIX}staged/")
+    assert copy.endswith(".conversation.jsonl") and gateway.open_multipart_uploads() == []
     assert list(gateway.client().fine_tuning.jobs.list()) == []
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,6 +13,11 @@ import pytest
 from gateway.errors import NotFound
 from gateway_bedrock import s3
 from gateway_bedrock.formats import LineFormat
+
+
+def crc32(body: bytes) -> str:
+    """S3's ChecksumCRC32: the big-endian CRC32, base64."""
+    return base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
 
 
 class FakeS3:
@@ -27,7 +34,10 @@ class FakeS3:
     async def create_multipart_upload(self, **kwargs: Any) -> dict[str, Any]:
         return {"UploadId": "u-1"}
 
-    async def upload_part(self, *, PartNumber: int, Body: bytes, **kwargs: Any) -> dict[str, Any]:
+    async def upload_part(
+        self, *, PartNumber: int, Body: bytes, ChecksumAlgorithm: str, **kwargs: Any
+    ) -> dict[str, Any]:
+        assert ChecksumAlgorithm == "CRC32"  # S3 checks every part the gateway writes
         self.running += 1
         self.most_running = max(self.most_running, self.running)
         try:
@@ -35,7 +45,7 @@ class FakeS3:
             if PartNumber == self.fail_part:
                 raise RuntimeError("part refused")
             self.parts[PartNumber] = Body
-            return {"ETag": f'"e{PartNumber}"'}
+            return {"ETag": f'"e{PartNumber}"', "ChecksumCRC32": crc32(Body)}
         finally:
             self.running -= 1
 
@@ -66,7 +76,8 @@ async def test_write_multipart_sends_fixed_parts_in_order_few_at_a_time() -> Non
     written = await s3.write_multipart(client, "b", "k", pieces(data, 7))
     assert written == len(data)
     assert client.completed == [
-        {"PartNumber": n, "ETag": f'"e{n}"'} for n in range(1, len(data) // 10 + 2)
+        {"PartNumber": n, "ETag": f'"e{n}"', "ChecksumCRC32": crc32(client.parts[n])}
+        for n in range(1, len(data) // 10 + 2)
     ]
     assert b"".join(client.parts[n] for n in sorted(client.parts)) == data
     assert all(len(client.parts[n]) == 10 for n in sorted(client.parts)[:-1])
@@ -76,7 +87,7 @@ async def test_write_multipart_sends_fixed_parts_in_order_few_at_a_time() -> Non
 async def test_write_multipart_of_nothing_still_makes_an_object() -> None:
     client = FakeS3()
     assert await s3.write_multipart(client, "b", "k", pieces(b"", 5)) == 0
-    assert client.completed == [{"PartNumber": 1, "ETag": '"e1"'}]
+    assert client.completed == [{"PartNumber": 1, "ETag": '"e1"', "ChecksumCRC32": crc32(b"")}]
 
 
 async def test_write_multipart_aborts_when_a_part_upload_fails() -> None:

@@ -126,7 +126,9 @@ def test_managed_sigkill_while_staging_then_restart_fails_the_job_and_cleans_up(
             events = [e.message for e in client.fine_tuning.jobs.list_events(job.id).data]
             assert any(m.startswith(f"Staged file {train} on bedrock") for m in events), events
             staged_before = _staged_objects(s3)
-            assert len(staged_before) == 1, staged_before
+            # The file on the target and its copy in Nova's format, made as it uploaded.
+            assert len(staged_before) == 2, staged_before
+            assert any(key.endswith(".conversation.jsonl") for key in staged_before)
         first.process.kill()  # SIGKILL: no shutdown, no cleanup, no last heartbeat
         assert first.process.wait(10) == -9
 
