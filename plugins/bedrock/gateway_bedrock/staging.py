@@ -113,6 +113,10 @@ async def write_both(
         if copy.converting and (out := copy.take()):
             await hand_on(out)
         await hand_on(None if copy.converting else DROPPED)
+        # The copy completes before the original's last part is sent: a process killed
+        # between the two leaves at most a copy no file names, never a whole file that
+        # no answer and no record speak of (managed mode could not clean that up).
+        await asyncio.wait({staged})
 
     try:
         size = await s3.write_multipart(

@@ -33,8 +33,9 @@ _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "conte
 
 
 class HoldingProxy:
-    """Forwards to moto; the first upload part after a completed upload is held until
-    its client goes away (the gateway, killed)."""
+    """Forwards to moto; the first upload part after the first file's two uploads (the file
+    and its copy in Nova's format) have completed is held until its client goes away
+    (the gateway, killed)."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -46,7 +47,7 @@ class HoldingProxy:
         if (
             request.method == "PUT"
             and "partNumber" in request.query
-            and self.completed_uploads >= 1
+            and self.completed_uploads >= 2
             and not self.holding.is_set()
         ):
             self.holding.set()
@@ -126,9 +127,11 @@ def test_managed_sigkill_while_staging_then_restart_fails_the_job_and_cleans_up(
             events = [e.message for e in client.fine_tuning.jobs.list_events(job.id).data]
             assert any(m.startswith(f"Staged file {train} on bedrock") for m in events), events
             staged_before = _staged_objects(s3)
-            # The file on the target and its copy in Nova's format, made as it uploaded.
-            assert len(staged_before) == 2, staged_before
+            # The first file on the target and its copy in Nova's format, made as it
+            # uploaded. The second file's original waits for its copy, which is held.
+            assert any(key.endswith("/t.jsonl") for key in staged_before), staged_before
             assert any(key.endswith(".conversation.jsonl") for key in staged_before)
+            assert len(staged_before) == 2, staged_before
         first.process.kill()  # SIGKILL: no shutdown, no cleanup, no last heartbeat
         assert first.process.wait(10) == -9
 
