@@ -88,27 +88,43 @@ async def attempt(hooks: Webhooks, claimed: Claimed) -> None:
         error = type(exc).__name__
     now = time.time()
     if status is not None and 200 <= status < 300:
-        await hooks.store.delivery_done(claimed, "delivered", status, None, now)
-        hooks.metrics.delivered += 1
-        hooks.metrics.latency.observe(now - claimed.first_at)
+        if await _written(hooks, claimed, "delivered", status, None, now):
+            hooks.metrics.delivered += 1
+            hooks.metrics.latency.observe(now - claimed.first_at)
         return
     attempts = claimed.attempts + 1
     retry_at = now + backoff(hooks, attempts)
     outcome = f"status {status}" if status is not None else error
     if retry_at - claimed.first_at > hooks.settings.retry_for_seconds:
-        await hooks.store.delivery_done(claimed, "given_up", status, error, now)
-        hooks.metrics.given_up += 1
-        log.warning(
-            "webhook delivery given up: event %s to endpoint %s after %d attempts (%s)",
-            claimed.event_id, claimed.endpoint_id, attempts, outcome,
-        )  # fmt: skip
+        if await _written(hooks, claimed, "given_up", status, error, now):
+            hooks.metrics.given_up += 1
+            log.warning(
+                "webhook delivery given up: event %s to endpoint %s after %d attempts (%s)",
+                claimed.event_id, claimed.endpoint_id, attempts, outcome,
+            )  # fmt: skip
         return
-    await hooks.store.delivery_done(claimed, "pending", status, error, retry_at)
-    hooks.metrics.retried += 1
+    if await _written(hooks, claimed, "pending", status, error, retry_at):
+        hooks.metrics.retried += 1
+        log.info(
+            "webhook delivery failed, retried in %.1f s: event %s to endpoint %s (%s)",
+            retry_at - now, claimed.event_id, claimed.endpoint_id, outcome,
+        )  # fmt: skip
+
+
+async def _written(
+    hooks: Webhooks, claimed: Claimed, state: str, status: int | None, error: str | None,
+    next_at: float,
+) -> bool:  # fmt: skip
+    """Write an attempt's outcome, fenced on its claim: False if the lease had expired and
+    the delivery was claimed again (by another process), whose outcome is the one kept."""
+    if await hooks.store.delivery_done(claimed, state, status, error, next_at):
+        return True
     log.info(
-        "webhook delivery failed, retried in %.1f s: event %s to endpoint %s (%s)",
-        retry_at - now, claimed.event_id, claimed.endpoint_id, outcome,
+        "webhook delivery of event %s to endpoint %s outlived its lease: its outcome (%s) "
+        "is left to the attempt that claimed it since",
+        claimed.event_id, claimed.endpoint_id, state,
     )  # fmt: skip
+    return False
 
 
 async def deliver_forever(hooks: Webhooks) -> None:

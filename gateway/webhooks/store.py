@@ -90,6 +90,9 @@ class Claimed:
     attempts: int
     first_at: float
     body: bytes
+    # The claim's lease end, as written: the fence a write-back is held to. A later claim
+    # (the lease expired) writes a later one, so a stale process's write matches nothing.
+    lease_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +319,7 @@ class Store:
 
     async def claim_deliveries(self, limit: int, lease: float) -> list[Claimed]:
         now = time.time()
+        until = now + lease
 
         def work(db: sqlite3.Connection) -> list[Claimed]:
             rows = db.execute(
@@ -323,32 +327,40 @@ class Store:
                 "FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? AND "
                 "lease_until <= ? ORDER BY next_at LIMIT ?) "
                 "RETURNING event_id, endpoint_id, attempts, first_at",
-                (now + lease, now, now, limit),
+                (until, now, now, limit),
             ).fetchall()
             claimed = []
             for event_id, endpoint_id, attempts, first_at in rows:
                 body = db.execute(
                     "SELECT body FROM webhook_events WHERE id = ?", (event_id,)
                 ).fetchone()[0]
-                claimed.append(Claimed(event_id, endpoint_id, attempts, first_at, bytes(body)))
+                claimed.append(
+                    Claimed(event_id, endpoint_id, attempts, first_at, bytes(body), until)
+                )
             return claimed
 
         return await self._run(work)
 
     async def delivery_done(
         self, claimed: Claimed, state: str, status: int | None, error: str | None, next_at: float
-    ) -> None:
-        """``state``: delivered, pending (retry at ``next_at``) or given_up."""
+    ) -> bool:
+        """``state``: delivered, pending (retry at ``next_at``) or given_up. False, and
+        nothing written, if the claim is no longer this one's (its lease expired and the
+        delivery was claimed again, or it ended meanwhile)."""
 
-        def work(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
-                "lease_until = 0, last_status = ?, last_error = ? "
-                "WHERE event_id = ? AND endpoint_id = ? AND state = 'pending'",
-                (state, next_at, status, error, claimed.event_id, claimed.endpoint_id),
-            )
+        def work(db: sqlite3.Connection) -> bool:
+            return bool(
+                db.execute(
+                    "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, "
+                    "next_at = ?, lease_until = 0, last_status = ?, last_error = ? "
+                    "WHERE event_id = ? AND endpoint_id = ? AND state = 'pending' "
+                    "AND lease_until = ?",
+                    (state, next_at, status, error, claimed.event_id, claimed.endpoint_id,
+                     claimed.lease_until),
+                ).rowcount
+            )  # fmt: skip
 
-        await self._run(work)
+        return await self._run(work)
 
     async def deliveries(self, state: str | None = None) -> list[tuple[Any, ...]]:
         """(event_id, endpoint_id, state, attempts, last_status, last_error), for the CLI."""

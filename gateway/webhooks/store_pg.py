@@ -186,6 +186,7 @@ class PgStore:
     async def claim_deliveries(self, limit: int, lease: float) -> list[Claimed]:
         pool = await self._db()
         now = time.time()
+        until = now + lease
         rows = await pool.fetch(
             "WITH due AS (SELECT event_id, endpoint_id FROM webhook_deliveries WHERE state = "
             "'pending' AND next_at <= $2 AND lease_until <= $2 ORDER BY next_at LIMIT $3 "
@@ -193,20 +194,23 @@ class PgStore:
             "WHERE d.event_id = due.event_id AND d.endpoint_id = due.endpoint_id "
             "RETURNING d.event_id, d.endpoint_id, d.attempts, d.first_at, "
             "(SELECT body FROM webhook_events e WHERE e.id = d.event_id)",
-            now + lease, now, limit,
+            until, now, limit,
         )  # fmt: skip
-        return [Claimed(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [Claimed(r[0], r[1], r[2], r[3], bytes(r[4]), until) for r in rows]
 
     async def delivery_done(
         self, claimed: Claimed, state: str, status: int | None, error: str | None, next_at: float
-    ) -> None:
+    ) -> bool:
         pool = await self._db()
-        await pool.execute(
+        done: str = await pool.execute(
             "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, "
             "lease_until = 0, last_status = $3, last_error = $4 "
-            "WHERE event_id = $5 AND endpoint_id = $6 AND state = 'pending'",
+            "WHERE event_id = $5 AND endpoint_id = $6 AND state = 'pending' "
+            "AND lease_until = $7",
             state, next_at, status, error, claimed.event_id, claimed.endpoint_id,
+            claimed.lease_until,
         )  # fmt: skip
+        return done != "UPDATE 0"
 
     async def deliveries(self, state: str | None = None) -> list[tuple[Any, ...]]:
         pool = await self._db()
