@@ -18,11 +18,18 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from gateway import egress
 from gateway.fields import Url, origin_of
 from gateway.line_budget import HELD_PER_BYTE
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.retry import POLICY_KEYS, CallPolicy, overlay
+from gateway.webhooks.configured import (
+    ConfigEndpoint,
+    EndpointTable,
+    address_problems,
+    endpoints_of,
+)
 
 T = TypeVar("T")
 
@@ -139,6 +146,9 @@ class WebhooksConfig(_Section, kw_only=True):
     max_poll_seconds: Seconds = 900.0
     # How often the watcher and the deliverer look for due work.
     tick_seconds: Seconds = 1.0
+    # ``[webhooks.endpoints.NAME]``: receivers set here, not through the API
+    # (``gateway.webhooks.configured``).
+    endpoints: dict[str, Any] = {}
 
 
 class _FileConfig(_Section, kw_only=True):
@@ -203,6 +213,7 @@ class Config:
     provider_custom_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     egress: EgressConfig = field(default_factory=EgressConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    webhook_endpoints: tuple[ConfigEndpoint, ...] = ()
 
     @classmethod
     def default(cls) -> Config:
@@ -307,12 +318,26 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             provider_defaults[provider.slug] = settings
             provider_custom_hosts[provider.slug] = hosts
 
+    hooks = top.webhooks
+    tables: dict[str, EndpointTable] = {}
+    for name, table in hooks.endpoints.items():
+        converted = _convert(table, EndpointTable, f"webhooks.endpoints.{name}", problems)
+        if converted is not None:
+            tables[name] = converted
+    names = {key.name for key in gateway_keys}
+    webhook_endpoints = endpoints_of(tables, env, names, hooks.allow_http, problems)
+    if hooks.endpoints and hooks.database is None:
+        problems.append(
+            "webhooks.endpoints: webhooks need a database to record jobs and deliveries "
+            "([webhooks] database)"
+        )
+
     # A value an unset variable left empty fails its own checks too: report it once.
     unset = {p.partition(": ")[0] for p in secret_problems}
     problems = secret_problems + [p for p in problems if p.partition(": ")[0] not in unset]
     if problems:
         raise ConfigError(problems)
-    return Config(
+    config = Config(
         top.server,
         top.limits,
         top.upstream,
@@ -324,7 +349,13 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         provider_custom_hosts=provider_custom_hosts,
         egress=top.egress,
         webhooks=top.webhooks,
+        webhook_endpoints=webhook_endpoints,
     )
+    # The endpoints' literal addresses against the policy the whole config makes.
+    refused = address_problems(webhook_endpoints, egress.policy_of(config))
+    if refused:
+        raise ConfigError(refused)
+    return config
 
 
 def _virtual_key(

@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamError
-from gateway.webhooks import signing
+from gateway.webhooks import configured, signing
 from gateway.webhooks.store import Claimed, EndpointRow, EventBody
 
 if TYPE_CHECKING:
@@ -41,11 +41,23 @@ def _secrets_of(hooks: Webhooks, row: EndpointRow) -> list[str]:
     return found
 
 
-async def post(hooks: Webhooks, row: EndpointRow, event_id: str, body: bytes) -> int:
+async def _target(hooks: Webhooks, endpoint_id: str) -> tuple[str, list[str]] | None:
+    """The URL and signing secrets of an endpoint, the config's or the table's; None if
+    it is gone (deleted, or its table left the config)."""
+    if endpoint_id.startswith(configured.ID_PREFIX):
+        found = hooks.configured.get(endpoint_id)
+        return None if found is None else (found.url, [found.secret])
+    row = await hooks.store.endpoint_by_id(endpoint_id)
+    return None if row is None else (row.url, _secrets_of(hooks, row))
+
+
+async def post(
+    hooks: Webhooks, url: str, signing_secrets: list[str], event_id: str, body: bytes
+) -> int:
     """One attempt: the receiver's status code; raises on no answer (or a refused address)."""
-    headers = signing.headers(_secrets_of(hooks, row), event_id, int(time.time()), body)
+    headers = signing.headers(signing_secrets, event_id, int(time.time()), body)
     async with hooks.session.post(
-        row.url, data=body, headers=headers, allow_redirects=False
+        url, data=body, headers=headers, allow_redirects=False
     ) as response:
         return response.status  # the body is not read: nothing in it matters
 
@@ -56,7 +68,7 @@ async def send_test(hooks: Webhooks, row: EndpointRow, event_type: str) -> int:
         EventBody(event_id, event_type, int(time.time()), EventBody.Data("ftjob_test"))
     )
     try:
-        return await post(hooks, row, event_id, body)
+        return await post(hooks, row.url, _secrets_of(hooks, row), event_id, body)
     except GatewayError:
         raise  # the egress policy's refusal, as itself
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -74,14 +86,14 @@ def backoff(hooks: Webhooks, attempts: int) -> float:
 
 
 async def attempt(hooks: Webhooks, claimed: Claimed) -> None:
-    row = await hooks.store.endpoint_by_id(claimed.endpoint_id)
-    if row is None:  # the endpoint was deleted since
-        await hooks.store.delivery_done(claimed, "dropped", None, "endpoint deleted", 0)
-        return
     status: int | None = None
     error: str | None = None
     try:
-        status = await post(hooks, row, claimed.event_id, claimed.body)
+        target = await _target(hooks, claimed.endpoint_id)
+        if target is None:  # the endpoint was deleted since
+            await hooks.store.delivery_done(claimed, "dropped", None, "endpoint deleted", 0)
+            return
+        status = await post(hooks, *target, claimed.event_id, claimed.body)
     except GatewayError as exc:
         error = exc.code or type(exc).__name__
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:

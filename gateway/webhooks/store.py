@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +101,19 @@ class DueJob:
     owner: str
     route: str
     failures: int
+
+
+# The endpoints outside the table (the config's) that want an event: (owner, type) -> ids.
+Also = Callable[[str, str], Iterable[str]]
+
+
+def _no_others(owner: str, event_type: str) -> Iterable[str]:
+    return ()
+
+
+def wanting(rows: Iterable[tuple[str, str]], event_type: str, also: Iterable[str]) -> list[str]:
+    """The endpoints a new event goes to: the table's that want its type, then ``also``."""
+    return [id_ for id_, types in rows if event_type in msgspec.json.decode(types)] + [*also]
 
 
 _ENDPOINT_COLUMNS = (
@@ -279,9 +292,12 @@ class Store:
 
         await self._run(work)
 
-    async def job_ended(self, job_id: str, status: str, event_id: str, created_at: int) -> bool:
+    async def job_ended(
+        self, job_id: str, status: str, event_id: str, created_at: int, also: Also = _no_others
+    ) -> bool:
         """Record the end and its event, with a delivery per endpoint, in one transaction;
-        False if the job's end was already recorded (the event exists once)."""
+        False if the job's end was already recorded (the event exists once). ``also``
+        names the endpoints outside the table (the config's) that want it."""
         event_type = END_EVENTS[status]
         now = time.time()
 
@@ -302,15 +318,15 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (event_id, event_type, owner, body, now),
             )
-            for endpoint_id, types in db.execute(
+            rows = db.execute(
                 "SELECT id, event_types FROM webhook_endpoints WHERE owner = ?", (owner,)
-            ).fetchall():
-                if event_type in msgspec.json.decode(types):
-                    db.execute(
-                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, "
-                        "next_at, lease_until, first_at) VALUES (?, ?, 'pending', ?, 0, ?)",
-                        (event_id, endpoint_id, now, now),
-                    )
+            ).fetchall()
+            for endpoint_id in wanting(rows, event_type, also(owner, event_type)):
+                db.execute(
+                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, "
+                    "next_at, lease_until, first_at) VALUES (?, ?, 'pending', ?, 0, ?)",
+                    (event_id, endpoint_id, now, now),
+                )
             return True
 
         return await self._run(work)

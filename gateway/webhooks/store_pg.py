@@ -18,12 +18,15 @@ from gateway.webhooks.store import (
     _ENDPOINT_COLUMNS,
     _SCHEMA,
     END_EVENTS,
+    Also,
     Claimed,
     DueJob,
     EndpointRow,
     EventBody,
     _endpoint,
+    _no_others,
     _values,
+    wanting,
 )
 
 _PG_SCHEMA = (
@@ -152,7 +155,9 @@ class PgStore:
             status, next_check, failures, job_id,
         )  # fmt: skip
 
-    async def job_ended(self, job_id: str, status: str, event_id: str, created_at: int) -> bool:
+    async def job_ended(
+        self, job_id: str, status: str, event_id: str, created_at: int, also: Also = _no_others
+    ) -> bool:
         event_type = END_EVENTS[status]
         now = time.time()
         pool = await self._db()
@@ -172,15 +177,15 @@ class PgStore:
                 "VALUES ($1, $2, $3, $4, $5)",
                 event_id, event_type, owner, body, now,
             )  # fmt: skip
-            for endpoint_id, types in await conn.fetch(
+            rows = await conn.fetch(
                 "SELECT id, event_types FROM webhook_endpoints WHERE owner = $1", owner
-            ):
-                if event_type in msgspec.json.decode(types):
-                    await conn.execute(
-                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_at, "
-                        "lease_until, first_at) VALUES ($1, $2, 'pending', $3, 0, $3)",
-                        event_id, endpoint_id, now,
-                    )  # fmt: skip
+            )
+            for endpoint_id in wanting(map(tuple, rows), event_type, also(owner, event_type)):
+                await conn.execute(
+                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_at, "
+                    "lease_until, first_at) VALUES ($1, $2, 'pending', $3, 0, $3)",
+                    event_id, endpoint_id, now,
+                )  # fmt: skip
             return True
 
     async def claim_deliveries(self, limit: int, lease: float) -> list[Claimed]:
