@@ -29,6 +29,7 @@ from gateway.webhooks.configured import (
     EndpointTable,
     address_problems,
     endpoints_of,
+    shared_database,
 )
 
 T = TypeVar("T")
@@ -126,10 +127,12 @@ class RouteConfig(_Section, kw_only=True):
 
 class WebhooksConfig(_Section, kw_only=True):
     """``[webhooks]``: OpenAI's fine-tuning events for the jobs created through the gateway
-    (``gateway.webhooks``). Off until ``database`` is set (and gateway keys exist: an
-    endpoint belongs to the gateway key that made it)."""
+    (``gateway.webhooks``). Off until there is a database: ``database``, or, when the
+    table is present without it, managed mode's (and gateway keys exist: an endpoint
+    belongs to the gateway key that made it)."""
 
-    # SQLite file of endpoints, watched jobs, events and deliveries.
+    # SQLite file or postgresql:// DSN of endpoints, watched jobs, events and deliveries.
+    # Not set: managed mode's database ([providers.portkey] or a portkey virtual key's).
     database: str | None = None
     # Plain http:// receiver URLs (a receiver on this machine); https only otherwise.
     allow_http: bool = False
@@ -319,6 +322,14 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             provider_custom_hosts[provider.slug] = hosts
 
     hooks = top.webhooks
+    if "webhooks" in resolved and hooks.database is None:
+        # Managed mode's database, if the config uses one: one database for both.
+        sources = {f"providers.{slug}": one for slug, one in provider_defaults.items()}
+        sources |= {f"virtual_keys.{name}": vk.settings for name, vk in virtual_keys.items()}
+        sources |= {f"configs.{name}": named.settings for name, named in configs.items()}
+        database, ambiguous = shared_database(sources)
+        problems += [ambiguous] if ambiguous else []
+        hooks = msgspec.structs.replace(hooks, database=database)
     tables: dict[str, EndpointTable] = {}
     for name, table in hooks.endpoints.items():
         converted = _convert(table, EndpointTable, f"webhooks.endpoints.{name}", problems)
@@ -328,8 +339,8 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
     webhook_endpoints = endpoints_of(tables, env, names, hooks.allow_http, problems)
     if hooks.endpoints and hooks.database is None:
         problems.append(
-            "webhooks.endpoints: webhooks need a database to record jobs and deliveries "
-            "([webhooks] database)"
+            "webhooks.endpoints: webhooks need a database to record jobs and deliveries: "
+            "[webhooks] database, or managed mode's ([providers.portkey] database)"
         )
 
     # A value an unset variable left empty fails its own checks too: report it once.
@@ -348,7 +359,7 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         provider_defaults,
         provider_custom_hosts=provider_custom_hosts,
         egress=top.egress,
-        webhooks=top.webhooks,
+        webhooks=hooks,
         webhook_endpoints=webhook_endpoints,
     )
     # The endpoints' literal addresses against the policy the whole config makes.

@@ -16,6 +16,7 @@ import base64
 import binascii
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import yarl
@@ -153,3 +154,22 @@ def address_problems(endpoints: tuple[ConfigEndpoint, ...], policy: EgressPolicy
         except EgressRefused as exc:
             problems.append(f"webhooks.endpoints.{endpoint.name}.url: {refusal(host, exc)}")
     return problems
+
+
+def shared_database(sources: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The database webhooks default to: the one the providers' settings (by their path
+    in the config: ``providers.portkey``, ``virtual_keys.managed``) keep records in,
+    if they name exactly one; else None and, when they name several, the problem."""
+    found: dict[str, list[str]] = {}
+    for path, settings in sources.items():
+        database = settings.records_database()
+        if database is not None:
+            found.setdefault(database, []).append(path)
+    if len(found) <= 1:
+        return next(iter(found), None), None
+    # Paths only: a DSN may carry a password.
+    places = "; ".join(", ".join(paths) for paths in found.values())
+    return None, (
+        "webhooks.database: not set, and managed mode keeps its records in more than one "
+        f"database ({places}): set the one the webhooks' records go to"
+    )

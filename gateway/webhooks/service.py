@@ -28,7 +28,7 @@ from gateway.resolver import resolve_name
 from gateway.webhooks import configured, delivery, watcher
 from gateway.webhooks.sealing import Sealer, SealKeyMissing
 from gateway.webhooks.store import EndpointRow, Store
-from gateway.webhooks.store_pg import PgStore
+from gateway.webhooks.store_pg import PgStore, open_store
 
 log = logging.getLogger("finetune_gateway.webhooks")
 
@@ -73,12 +73,7 @@ class Webhooks:
         assert config.webhooks.database is not None
         self.config = config
         self.settings = config.webhooks
-        database = config.webhooks.database
-        self.store: Store | PgStore = (
-            PgStore(database)
-            if database.startswith(("postgresql://", "postgres://"))
-            else Store(database)
-        )
+        self.store: Store | PgStore = open_store(config.webhooks.database)
         self._sealer = sealer
         # The config's endpoints, by their deliveries' endpoint id.
         self.configured = {found.id: found for found in config.webhook_endpoints}

@@ -23,6 +23,7 @@ from gateway.webhooks.store import (
     DueJob,
     EndpointRow,
     EventBody,
+    Store,
     _endpoint,
     _no_others,
     _values,
@@ -228,3 +229,11 @@ class PgStore:
         else:
             rows = await pool.fetch(sql + " WHERE state = $1 ORDER BY first_at", state)
         return [tuple(row) for row in rows]
+
+
+def open_store(database: str) -> Store | PgStore:
+    """The store a ``[webhooks] database`` names: PostgreSQL for a DSN, else a SQLite
+    file (``sqlite:///`` allowed, as managed mode's ``database`` allows it)."""
+    if database.startswith(("postgresql://", "postgres://")):
+        return PgStore(database)
+    return Store(database.removeprefix("sqlite:///"))
