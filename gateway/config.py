@@ -18,11 +18,19 @@ from typing import Annotated, Any, TypeVar
 
 import msgspec
 
+from gateway import egress
 from gateway.fields import Url, origin_of
 from gateway.line_budget import HELD_PER_BYTE
 from gateway.provider import Provider, ProviderSettings
 from gateway.registry import Registry
 from gateway.retry import POLICY_KEYS, CallPolicy, overlay
+from gateway.webhooks.configured import (
+    ConfigEndpoint,
+    EndpointTable,
+    address_problems,
+    endpoints_of,
+    shared_database,
+)
 
 T = TypeVar("T")
 
@@ -119,10 +127,12 @@ class RouteConfig(_Section, kw_only=True):
 
 class WebhooksConfig(_Section, kw_only=True):
     """``[webhooks]``: OpenAI's fine-tuning events for the jobs created through the gateway
-    (``gateway.webhooks``). Off until ``database`` is set (and gateway keys exist: an
-    endpoint belongs to the gateway key that made it)."""
+    (``gateway.webhooks``). Off until there is a database: ``database``, or, when the
+    table is present without it, managed mode's (and gateway keys exist: an endpoint
+    belongs to the gateway key that made it)."""
 
-    # SQLite file of endpoints, watched jobs, events and deliveries.
+    # SQLite file or postgresql:// DSN of endpoints, watched jobs, events and deliveries.
+    # Not set: managed mode's database ([providers.portkey] or a portkey virtual key's).
     database: str | None = None
     # Plain http:// receiver URLs (a receiver on this machine); https only otherwise.
     allow_http: bool = False
@@ -139,6 +149,9 @@ class WebhooksConfig(_Section, kw_only=True):
     max_poll_seconds: Seconds = 900.0
     # How often the watcher and the deliverer look for due work.
     tick_seconds: Seconds = 1.0
+    # ``[webhooks.endpoints.NAME]``: receivers set here, not through the API
+    # (``gateway.webhooks.configured``).
+    endpoints: dict[str, Any] = {}
 
 
 class _FileConfig(_Section, kw_only=True):
@@ -203,6 +216,7 @@ class Config:
     provider_custom_hosts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     egress: EgressConfig = field(default_factory=EgressConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    webhook_endpoints: tuple[ConfigEndpoint, ...] = ()
 
     @classmethod
     def default(cls) -> Config:
@@ -307,12 +321,34 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
             provider_defaults[provider.slug] = settings
             provider_custom_hosts[provider.slug] = hosts
 
+    hooks = top.webhooks
+    if "webhooks" in resolved and hooks.database is None:
+        # Managed mode's database, if the config uses one: one database for both.
+        sources = {f"providers.{slug}": one for slug, one in provider_defaults.items()}
+        sources |= {f"virtual_keys.{name}": vk.settings for name, vk in virtual_keys.items()}
+        sources |= {f"configs.{name}": named.settings for name, named in configs.items()}
+        database, ambiguous = shared_database(sources)
+        problems += [ambiguous] if ambiguous else []
+        hooks = msgspec.structs.replace(hooks, database=database)
+    tables: dict[str, EndpointTable] = {}
+    for name, table in hooks.endpoints.items():
+        converted = _convert(table, EndpointTable, f"webhooks.endpoints.{name}", problems)
+        if converted is not None:
+            tables[name] = converted
+    names = {key.name for key in gateway_keys}
+    webhook_endpoints = endpoints_of(tables, env, names, hooks.allow_http, problems)
+    if hooks.endpoints and hooks.database is None:
+        problems.append(
+            "webhooks.endpoints: webhooks need a database to record jobs and deliveries: "
+            "[webhooks] database, or managed mode's ([providers.portkey] database)"
+        )
+
     # A value an unset variable left empty fails its own checks too: report it once.
     unset = {p.partition(": ")[0] for p in secret_problems}
     problems = secret_problems + [p for p in problems if p.partition(": ")[0] not in unset]
     if problems:
         raise ConfigError(problems)
-    return Config(
+    config = Config(
         top.server,
         top.limits,
         top.upstream,
@@ -323,8 +359,14 @@ def parse_config(raw: dict[str, Any], registry: Registry, env: Any) -> Config:
         provider_defaults,
         provider_custom_hosts=provider_custom_hosts,
         egress=top.egress,
-        webhooks=top.webhooks,
+        webhooks=hooks,
+        webhook_endpoints=webhook_endpoints,
     )
+    # The endpoints' literal addresses against the policy the whole config makes.
+    refused = address_problems(webhook_endpoints, egress.policy_of(config))
+    if refused:
+        raise ConfigError(refused)
+    return config
 
 
 def _virtual_key(

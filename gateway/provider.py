@@ -52,6 +52,12 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 
     custom_host: Url | None = None
 
+    def records_database(self) -> str | None:
+        """The database this provider keeps its own records in (a SQLite path or a
+        ``postgresql://`` DSN), if it keeps any: the webhooks' records default to the
+        same one (managed mode's, so one database serves both, as replicas need)."""
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class PageQuery:

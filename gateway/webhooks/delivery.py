@@ -21,7 +21,7 @@ import aiohttp
 import msgspec
 
 from gateway.errors import GatewayError, UpstreamError
-from gateway.webhooks import signing
+from gateway.webhooks import configured, signing
 from gateway.webhooks.store import Claimed, EndpointRow, EventBody
 
 if TYPE_CHECKING:
@@ -41,11 +41,23 @@ def _secrets_of(hooks: Webhooks, row: EndpointRow) -> list[str]:
     return found
 
 
-async def post(hooks: Webhooks, row: EndpointRow, event_id: str, body: bytes) -> int:
+async def _target(hooks: Webhooks, endpoint_id: str) -> tuple[str, list[str]] | None:
+    """The URL and signing secrets of an endpoint, the config's or the table's; None if
+    it is gone (deleted, or its table left the config)."""
+    if endpoint_id.startswith(configured.ID_PREFIX):
+        found = hooks.configured.get(endpoint_id)
+        return None if found is None else (found.url, [found.secret])
+    row = await hooks.store.endpoint_by_id(endpoint_id)
+    return None if row is None else (row.url, _secrets_of(hooks, row))
+
+
+async def post(
+    hooks: Webhooks, url: str, signing_secrets: list[str], event_id: str, body: bytes
+) -> int:
     """One attempt: the receiver's status code; raises on no answer (or a refused address)."""
-    headers = signing.headers(_secrets_of(hooks, row), event_id, int(time.time()), body)
+    headers = signing.headers(signing_secrets, event_id, int(time.time()), body)
     async with hooks.session.post(
-        row.url, data=body, headers=headers, allow_redirects=False
+        url, data=body, headers=headers, allow_redirects=False
     ) as response:
         return response.status  # the body is not read: nothing in it matters
 
@@ -56,7 +68,7 @@ async def send_test(hooks: Webhooks, row: EndpointRow, event_type: str) -> int:
         EventBody(event_id, event_type, int(time.time()), EventBody.Data("ftjob_test"))
     )
     try:
-        return await post(hooks, row, event_id, body)
+        return await post(hooks, row.url, _secrets_of(hooks, row), event_id, body)
     except GatewayError:
         raise  # the egress policy's refusal, as itself
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -74,41 +86,57 @@ def backoff(hooks: Webhooks, attempts: int) -> float:
 
 
 async def attempt(hooks: Webhooks, claimed: Claimed) -> None:
-    row = await hooks.store.endpoint_by_id(claimed.endpoint_id)
-    if row is None:  # the endpoint was deleted since
-        await hooks.store.delivery_done(claimed, "dropped", None, "endpoint deleted", 0)
-        return
     status: int | None = None
     error: str | None = None
     try:
-        status = await post(hooks, row, claimed.event_id, claimed.body)
+        target = await _target(hooks, claimed.endpoint_id)
+        if target is None:  # the endpoint was deleted since
+            await hooks.store.delivery_done(claimed, "dropped", None, "endpoint deleted", 0)
+            return
+        status = await post(hooks, *target, claimed.event_id, claimed.body)
     except GatewayError as exc:
         error = exc.code or type(exc).__name__
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         error = type(exc).__name__
     now = time.time()
     if status is not None and 200 <= status < 300:
-        await hooks.store.delivery_done(claimed, "delivered", status, None, now)
-        hooks.metrics.delivered += 1
-        hooks.metrics.latency.observe(now - claimed.first_at)
+        if await _written(hooks, claimed, "delivered", status, None, now):
+            hooks.metrics.delivered += 1
+            hooks.metrics.latency.observe(now - claimed.first_at)
         return
     attempts = claimed.attempts + 1
     retry_at = now + backoff(hooks, attempts)
     outcome = f"status {status}" if status is not None else error
     if retry_at - claimed.first_at > hooks.settings.retry_for_seconds:
-        await hooks.store.delivery_done(claimed, "given_up", status, error, now)
-        hooks.metrics.given_up += 1
-        log.warning(
-            "webhook delivery given up: event %s to endpoint %s after %d attempts (%s)",
-            claimed.event_id, claimed.endpoint_id, attempts, outcome,
-        )  # fmt: skip
+        if await _written(hooks, claimed, "given_up", status, error, now):
+            hooks.metrics.given_up += 1
+            log.warning(
+                "webhook delivery given up: event %s to endpoint %s after %d attempts (%s)",
+                claimed.event_id, claimed.endpoint_id, attempts, outcome,
+            )  # fmt: skip
         return
-    await hooks.store.delivery_done(claimed, "pending", status, error, retry_at)
-    hooks.metrics.retried += 1
+    if await _written(hooks, claimed, "pending", status, error, retry_at):
+        hooks.metrics.retried += 1
+        log.info(
+            "webhook delivery failed, retried in %.1f s: event %s to endpoint %s (%s)",
+            retry_at - now, claimed.event_id, claimed.endpoint_id, outcome,
+        )  # fmt: skip
+
+
+async def _written(
+    hooks: Webhooks, claimed: Claimed, state: str, status: int | None, error: str | None,
+    next_at: float,
+) -> bool:  # fmt: skip
+    """Write an attempt's outcome, fenced on its claim: False if the lease had expired and
+    the delivery was claimed again (by another process), whose outcome is the one kept."""
+    if await hooks.store.delivery_done(claimed, state, status, error, next_at):
+        return True
     log.info(
-        "webhook delivery failed, retried in %.1f s: event %s to endpoint %s (%s)",
-        retry_at - now, claimed.event_id, claimed.endpoint_id, outcome,
+        "webhook delivery of event %s to endpoint %s outlived its lease: its outcome (%s) "
+        "is left to the attempt that claimed it since",
+        claimed.event_id, claimed.endpoint_id, state,
     )  # fmt: skip
+    return False
 
 
 async def deliver_forever(hooks: Webhooks) -> None:

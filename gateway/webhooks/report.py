@@ -8,8 +8,7 @@ import sys
 
 from gateway.config import ConfigError, load_config
 from gateway.registry import Registry
-from gateway.webhooks.store import Store
-from gateway.webhooks.store_pg import PgStore
+from gateway.webhooks.store_pg import open_store
 
 STATES = ("given_up", "pending", "delivered", "dropped", "all")
 
@@ -22,7 +21,8 @@ def run(config_path: str, state: str) -> int:
         return 1
     database = config.webhooks.database
     if database is None:
-        print(f"{config_path}: webhooks are off ([webhooks] database is not set)", file=sys.stderr)
+        print(f"{config_path}: webhooks are off (no [webhooks] database, nor managed mode's)",
+              file=sys.stderr)  # fmt: skip
         return 1
     rows = asyncio.run(_rows(database, None if state == "all" else state))
     print(f"{'event':<28} {'endpoint':<28} {'state':<10} {'attempts':>8}  last answer")
@@ -34,8 +34,7 @@ def run(config_path: str, state: str) -> int:
 
 
 async def _rows(database: str, state: str | None) -> list[tuple[object, ...]]:
-    postgres = database.startswith(("postgresql://", "postgres://"))
-    store = PgStore(database) if postgres else Store(database)
+    store = open_store(database)
     try:
         return await store.deliveries(state)
     finally:

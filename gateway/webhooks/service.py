@@ -19,16 +19,16 @@ import yarl
 from aiohttp import web
 
 from gateway import egress
-from gateway.addresses import effective_address, parse_address
+from gateway.addresses import parse_address
 from gateway.config import Config
 from gateway.egress import EgressRefused
 from gateway.errors import BadRequest
 from gateway.metrics import Histogram
 from gateway.resolver import resolve_name
-from gateway.webhooks import delivery, watcher
+from gateway.webhooks import configured, delivery, watcher
 from gateway.webhooks.sealing import Sealer, SealKeyMissing
 from gateway.webhooks.store import EndpointRow, Store
-from gateway.webhooks.store_pg import PgStore
+from gateway.webhooks.store_pg import PgStore, open_store
 
 log = logging.getLogger("finetune_gateway.webhooks")
 
@@ -73,13 +73,10 @@ class Webhooks:
         assert config.webhooks.database is not None
         self.config = config
         self.settings = config.webhooks
-        database = config.webhooks.database
-        self.store: Store | PgStore = (
-            PgStore(database)
-            if database.startswith(("postgresql://", "postgres://"))
-            else Store(database)
-        )
+        self.store: Store | PgStore = open_store(config.webhooks.database)
         self._sealer = sealer
+        # The config's endpoints, by their deliveries' endpoint id.
+        self.configured = {found.id: found for found in config.webhook_endpoints}
         self.policy = egress.policy_of(config)
         self.metrics = WebhookMetrics()
         self.wake = asyncio.Event()  # a new event: the deliverer looks now
@@ -108,25 +105,11 @@ class Webhooks:
 
     async def check_url(self, raw: str) -> str:
         """A receiver URL this gateway may deliver to, or a 400 naming ``url``."""
-        try:
-            url = yarl.URL(raw)
-        except (ValueError, TypeError):
-            raise BadRequest(f"'{raw}' is not a URL", param="url", code="invalid_url") from None
-        schemes = ("https", "http") if self.settings.allow_http else ("https",)
-        if url.scheme not in schemes:
-            hint = "" if self.settings.allow_http else " (plain http needs [webhooks] allow_http)"
-            raise BadRequest(
-                f"A webhook URL must use {' or '.join(schemes)}{hint}",
-                param="url",
-                code="invalid_url",
-            )
-        if not url.host or url.user is not None or url.password is not None or url.fragment:
-            raise BadRequest(
-                "A webhook URL needs a host, and no credentials or fragment",
-                param="url",
-                code="invalid_url",
-            )
-        host = url.host
+        shape = configured.url_problem(raw, self.settings.allow_http)
+        if shape is not None:
+            raise BadRequest(shape, param="url", code="invalid_url")
+        url = yarl.URL(raw)
+        host = url.host or ""
         literal = parse_address(host)
         try:
             addresses = [literal] if literal is not None else await resolve_name(host, 5.0)
@@ -138,12 +121,13 @@ class Webhooks:
             self.policy.check(host, addresses)
         except EgressRefused as exc:
             raise BadRequest(
-                f"Webhook host '{host}' resolves to {effective_address(exc.address)}, an "
-                "address this gateway's egress policy does not allow ([egress] allow_networks)",
-                param="url",
-                code="webhook_url_not_allowed",
+                configured.refusal(host, exc), param="url", code="webhook_url_not_allowed"
             ) from None
         return str(url)
+
+    def configured_for(self, owner: str, event_type: str) -> list[str]:
+        """The config's endpoints that want ``event_type`` of ``owner``'s jobs."""
+        return [id_ for id_, found in self.configured.items() if found.wants(owner, event_type)]
 
     async def send_test(self, row: EndpointRow, event_type: str) -> int:
         return await delivery.send_test(self, row, event_type)

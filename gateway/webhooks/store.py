@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,9 @@ class Claimed:
     attempts: int
     first_at: float
     body: bytes
+    # The claim's lease end, as written: the fence a write-back is held to. A later claim
+    # (the lease expired) writes a later one, so a stale process's write matches nothing.
+    lease_until: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,19 @@ class DueJob:
     owner: str
     route: str
     failures: int
+
+
+# The endpoints outside the table (the config's) that want an event: (owner, type) -> ids.
+Also = Callable[[str, str], Iterable[str]]
+
+
+def _no_others(owner: str, event_type: str) -> Iterable[str]:
+    return ()
+
+
+def wanting(rows: Iterable[tuple[str, str]], event_type: str, also: Iterable[str]) -> list[str]:
+    """The endpoints a new event goes to: the table's that want its type, then ``also``."""
+    return [id_ for id_, types in rows if event_type in msgspec.json.decode(types)] + [*also]
 
 
 _ENDPOINT_COLUMNS = (
@@ -276,9 +292,12 @@ class Store:
 
         await self._run(work)
 
-    async def job_ended(self, job_id: str, status: str, event_id: str, created_at: int) -> bool:
+    async def job_ended(
+        self, job_id: str, status: str, event_id: str, created_at: int, also: Also = _no_others
+    ) -> bool:
         """Record the end and its event, with a delivery per endpoint, in one transaction;
-        False if the job's end was already recorded (the event exists once)."""
+        False if the job's end was already recorded (the event exists once). ``also``
+        names the endpoints outside the table (the config's) that want it."""
         event_type = END_EVENTS[status]
         now = time.time()
 
@@ -299,15 +318,15 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?)",
                 (event_id, event_type, owner, body, now),
             )
-            for endpoint_id, types in db.execute(
+            rows = db.execute(
                 "SELECT id, event_types FROM webhook_endpoints WHERE owner = ?", (owner,)
-            ).fetchall():
-                if event_type in msgspec.json.decode(types):
-                    db.execute(
-                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, "
-                        "next_at, lease_until, first_at) VALUES (?, ?, 'pending', ?, 0, ?)",
-                        (event_id, endpoint_id, now, now),
-                    )
+            ).fetchall()
+            for endpoint_id in wanting(rows, event_type, also(owner, event_type)):
+                db.execute(
+                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, "
+                    "next_at, lease_until, first_at) VALUES (?, ?, 'pending', ?, 0, ?)",
+                    (event_id, endpoint_id, now, now),
+                )
             return True
 
         return await self._run(work)
@@ -316,6 +335,7 @@ class Store:
 
     async def claim_deliveries(self, limit: int, lease: float) -> list[Claimed]:
         now = time.time()
+        until = now + lease
 
         def work(db: sqlite3.Connection) -> list[Claimed]:
             rows = db.execute(
@@ -323,32 +343,40 @@ class Store:
                 "FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? AND "
                 "lease_until <= ? ORDER BY next_at LIMIT ?) "
                 "RETURNING event_id, endpoint_id, attempts, first_at",
-                (now + lease, now, now, limit),
+                (until, now, now, limit),
             ).fetchall()
             claimed = []
             for event_id, endpoint_id, attempts, first_at in rows:
                 body = db.execute(
                     "SELECT body FROM webhook_events WHERE id = ?", (event_id,)
                 ).fetchone()[0]
-                claimed.append(Claimed(event_id, endpoint_id, attempts, first_at, bytes(body)))
+                claimed.append(
+                    Claimed(event_id, endpoint_id, attempts, first_at, bytes(body), until)
+                )
             return claimed
 
         return await self._run(work)
 
     async def delivery_done(
         self, claimed: Claimed, state: str, status: int | None, error: str | None, next_at: float
-    ) -> None:
-        """``state``: delivered, pending (retry at ``next_at``) or given_up."""
+    ) -> bool:
+        """``state``: delivered, pending (retry at ``next_at``) or given_up. False, and
+        nothing written, if the claim is no longer this one's (its lease expired and the
+        delivery was claimed again, or it ended meanwhile)."""
 
-        def work(db: sqlite3.Connection) -> None:
-            db.execute(
-                "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, next_at = ?, "
-                "lease_until = 0, last_status = ?, last_error = ? "
-                "WHERE event_id = ? AND endpoint_id = ? AND state = 'pending'",
-                (state, next_at, status, error, claimed.event_id, claimed.endpoint_id),
-            )
+        def work(db: sqlite3.Connection) -> bool:
+            return bool(
+                db.execute(
+                    "UPDATE webhook_deliveries SET state = ?, attempts = attempts + 1, "
+                    "next_at = ?, lease_until = 0, last_status = ?, last_error = ? "
+                    "WHERE event_id = ? AND endpoint_id = ? AND state = 'pending' "
+                    "AND lease_until = ?",
+                    (state, next_at, status, error, claimed.event_id, claimed.endpoint_id,
+                     claimed.lease_until),
+                ).rowcount
+            )  # fmt: skip
 
-        await self._run(work)
+        return await self._run(work)
 
     async def deliveries(self, state: str | None = None) -> list[tuple[Any, ...]]:
         """(event_id, endpoint_id, state, attempts, last_status, last_error), for the CLI."""

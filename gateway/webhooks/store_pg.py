@@ -18,12 +18,16 @@ from gateway.webhooks.store import (
     _ENDPOINT_COLUMNS,
     _SCHEMA,
     END_EVENTS,
+    Also,
     Claimed,
     DueJob,
     EndpointRow,
     EventBody,
+    Store,
     _endpoint,
+    _no_others,
     _values,
+    wanting,
 )
 
 _PG_SCHEMA = (
@@ -152,7 +156,9 @@ class PgStore:
             status, next_check, failures, job_id,
         )  # fmt: skip
 
-    async def job_ended(self, job_id: str, status: str, event_id: str, created_at: int) -> bool:
+    async def job_ended(
+        self, job_id: str, status: str, event_id: str, created_at: int, also: Also = _no_others
+    ) -> bool:
         event_type = END_EVENTS[status]
         now = time.time()
         pool = await self._db()
@@ -172,20 +178,21 @@ class PgStore:
                 "VALUES ($1, $2, $3, $4, $5)",
                 event_id, event_type, owner, body, now,
             )  # fmt: skip
-            for endpoint_id, types in await conn.fetch(
+            rows = await conn.fetch(
                 "SELECT id, event_types FROM webhook_endpoints WHERE owner = $1", owner
-            ):
-                if event_type in msgspec.json.decode(types):
-                    await conn.execute(
-                        "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_at, "
-                        "lease_until, first_at) VALUES ($1, $2, 'pending', $3, 0, $3)",
-                        event_id, endpoint_id, now,
-                    )  # fmt: skip
+            )
+            for endpoint_id in wanting(map(tuple, rows), event_type, also(owner, event_type)):
+                await conn.execute(
+                    "INSERT INTO webhook_deliveries (event_id, endpoint_id, state, next_at, "
+                    "lease_until, first_at) VALUES ($1, $2, 'pending', $3, 0, $3)",
+                    event_id, endpoint_id, now,
+                )  # fmt: skip
             return True
 
     async def claim_deliveries(self, limit: int, lease: float) -> list[Claimed]:
         pool = await self._db()
         now = time.time()
+        until = now + lease
         rows = await pool.fetch(
             "WITH due AS (SELECT event_id, endpoint_id FROM webhook_deliveries WHERE state = "
             "'pending' AND next_at <= $2 AND lease_until <= $2 ORDER BY next_at LIMIT $3 "
@@ -193,20 +200,23 @@ class PgStore:
             "WHERE d.event_id = due.event_id AND d.endpoint_id = due.endpoint_id "
             "RETURNING d.event_id, d.endpoint_id, d.attempts, d.first_at, "
             "(SELECT body FROM webhook_events e WHERE e.id = d.event_id)",
-            now + lease, now, limit,
+            until, now, limit,
         )  # fmt: skip
-        return [Claimed(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [Claimed(r[0], r[1], r[2], r[3], bytes(r[4]), until) for r in rows]
 
     async def delivery_done(
         self, claimed: Claimed, state: str, status: int | None, error: str | None, next_at: float
-    ) -> None:
+    ) -> bool:
         pool = await self._db()
-        await pool.execute(
+        done: str = await pool.execute(
             "UPDATE webhook_deliveries SET state = $1, attempts = attempts + 1, next_at = $2, "
             "lease_until = 0, last_status = $3, last_error = $4 "
-            "WHERE event_id = $5 AND endpoint_id = $6 AND state = 'pending'",
+            "WHERE event_id = $5 AND endpoint_id = $6 AND state = 'pending' "
+            "AND lease_until = $7",
             state, next_at, status, error, claimed.event_id, claimed.endpoint_id,
+            claimed.lease_until,
         )  # fmt: skip
+        return done != "UPDATE 0"
 
     async def deliveries(self, state: str | None = None) -> list[tuple[Any, ...]]:
         pool = await self._db()
@@ -219,3 +229,11 @@ class PgStore:
         else:
             rows = await pool.fetch(sql + " WHERE state = $1 ORDER BY first_at", state)
         return [tuple(row) for row in rows]
+
+
+def open_store(database: str) -> Store | PgStore:
+    """The store a ``[webhooks] database`` names: PostgreSQL for a DSN, else a SQLite
+    file (``sqlite:///`` allowed, as managed mode's ``database`` allows it)."""
+    if database.startswith(("postgresql://", "postgres://")):
+        return PgStore(database)
+    return Store(database.removeprefix("sqlite:///"))

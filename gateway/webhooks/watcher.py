@@ -125,7 +125,9 @@ async def look(app: web.Application, hooks: Webhooks, due: DueJob) -> None:
     if job.status in END_EVENTS:
         created_at = job.finished_at or int(time.time())
         event_id = stable_id("evt_", due.job_id, job.status)
-        if await hooks.store.job_ended(due.job_id, job.status, event_id, created_at):
+        if await hooks.store.job_ended(
+            due.job_id, job.status, event_id, created_at, hooks.configured_for
+        ):
             hooks.metrics.emitted += 1
             hooks.wake.set()
         return

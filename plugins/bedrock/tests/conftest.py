@@ -8,6 +8,7 @@ with only ``base_url`` and ``api_key`` reaches Bedrock, as a user's program woul
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -42,19 +43,33 @@ ACCESS_KEY = "AKIAGATEWAYTEST0001"
 SECRET_KEY = "gateway-secret-key-do-not-leak-0123456789"
 
 
-@pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
+@contextlib.contextmanager
+def moto_running() -> Iterator[str]:
+    """moto on 127.0.0.1 (S3 and Bedrock), in this process: its URL (also for bench/)."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    with moto_running() as url:
+        yield url
 
 
 @pytest.fixture
 def s3(moto_url: str) -> Any:
     """A fresh moto with the staging bucket; a boto3 client to look inside it."""
+    return fresh_moto(moto_url)
+
+
+def fresh_moto(moto_url: str) -> Any:
+    """moto emptied, with the staging bucket made; a boto3 client to look inside it."""
     requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
     client = boto3.client(
         "s3",

@@ -46,5 +46,8 @@ class ManagedSettings(ProviderSettings, frozen=True, kw_only=True, forbid_unknow
     def database_dsn(self) -> str:
         return self.database or str(Path(self.data_dir) / "gateway.sqlite3")
 
+    def records_database(self) -> str:
+        return self.database_dsn()
+
     def store_location(self) -> str:
         return self.store or str(Path(self.data_dir) / "files")

@@ -9,6 +9,7 @@ its ``token_uri`` points at the fake, which verifies the signed assertions.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -88,8 +89,9 @@ def drain_log(server: FakeGCSServer) -> None:
     threading.Thread(target=discard, args=(server._process.stderr,), daemon=True).start()
 
 
-@pytest.fixture(scope="session")
-def fake_gcs() -> Iterator[str]:
+@contextlib.contextmanager
+def fake_gcs_running() -> Iterator[str]:
+    """fake-gcs-server on 127.0.0.1 with the bucket made; its URL (also for bench/)."""
     server = FakeGCSServer()
     server.start()
     drain_log(server)
@@ -102,13 +104,25 @@ def fake_gcs() -> Iterator[str]:
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    urllib.request.urlopen(create, timeout=10).close()
-    yield server.url
-    server.stop()
+    try:
+        urllib.request.urlopen(create, timeout=10).close()
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_gcs() -> Iterator[str]:
+    with fake_gcs_running() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def rsa_key() -> tuple[str, str]:
+    return new_rsa_key()
+
+
+def new_rsa_key() -> tuple[str, str]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -202,11 +216,15 @@ class VertexStack:
         ]
 
 
-@pytest.fixture
-def vertex(
-    fake_gcs: str, rsa_key: tuple[str, str], registry: Registry, tmp_path: Path
-) -> Iterator[VertexStack]:
-    servers = ServerThread()
+def vertex_stack(
+    servers: ServerThread,
+    fake_gcs: str,
+    rsa_key: tuple[str, str],
+    registry: Registry,
+    key_dir: Path,
+) -> VertexStack:
+    """The fake Google and the recording GCS proxy on ``servers``, and a service account
+    key in ``key_dir``: what a Vertex virtual key needs (its gateway not started)."""
     private, public = rsa_key
     google = FakeGoogleState(projects={PROJECT}, public_keys={CLIENT_EMAIL: public})
     google.gcs_url = fake_gcs
@@ -222,12 +240,20 @@ def vertex(
         "client_id": "100000000000000000001",
         "token_uri": f"{google_url}/token",
     }
-    key_file = tmp_path / "service-account.json"
+    key_file = key_dir / "service-account.json"
     key_file.write_text(json.dumps(info))
-    stack = VertexStack(
+    return VertexStack(
         servers, registry, google, google_url, gcs, fake_gcs,
         f"t-{uuid.uuid4().hex[:12]}/", info, key_file,
     )  # fmt: skip
+
+
+@pytest.fixture
+def vertex(
+    fake_gcs: str, rsa_key: tuple[str, str], registry: Registry, tmp_path: Path
+) -> Iterator[VertexStack]:
+    servers = ServerThread()
+    stack = vertex_stack(servers, fake_gcs, rsa_key, registry, tmp_path)
     stack.gateway_url = stack.start_gateway(stack.config())
     yield stack
     for client in stack.clients:
