@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import io
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,7 +24,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 from multidict import CIMultiDict
 
-from gateway.egress import aiobotocore_session_class
 from gateway.errors import (
     BadRequest,
     GatewayError,
@@ -39,7 +36,8 @@ from gateway.provider import ProviderSettings
 from gateway.resources import ROLE_ARN_PATTERN
 from gateway.resources import S3_PREFIX_PATTERN as S3_URI_PREFIX_PATTERN
 from gateway.retry import Failure, current_policy, retry_after_seconds, with_retries
-from gateway.upstream import redact, upstream_error, without_silent_retries
+from gateway.stores.aws import aws_session, one_try_http_session_class
+from gateway.upstream import redact, upstream_error
 
 if TYPE_CHECKING:  # botocore takes tens of milliseconds to import: on first use only
     from botocore import exceptions as boto  # type: ignore[import-untyped]
@@ -135,7 +133,7 @@ class Clients:
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"mode": "standard", "total_max_attempts": 1},  # core retries (above)
-            http_session_cls=_http_session_class(),
+            http_session_cls=one_try_http_session_class(),
             # Local and S3-compatible endpoints serve buckets by path, not by host name.
             # No SHA-256 of every payload (it was a tenth of an upload's CPU): the parts
             # the gateway writes carry a CRC32 that S3 checks instead (s3.CHECKSUM).
@@ -144,7 +142,7 @@ class Clients:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        return _session().create_client(
+        return aws_session().create_client(
             service,
             region_name=s.aws_region,
             endpoint_url=s.custom_host or s.endpoint_url,
@@ -187,62 +185,6 @@ class RetryingClient:
 
 
 _NOT_REPEATABLE = frozenset({"create_multipart_upload"})
-
-
-@functools.cache
-def _session() -> Any:
-    """One botocore session for every client of the process: a session parses botocore's
-    data files (endpoints.json alone is 7 MB in memory) once, where one per client parsed
-    them for each, and ``LeanLoader`` keeps only the part of them these clients read.
-    Credentials are the client's own (or the process's chain, the same
-    for every client), never the session's."""
-    from aiobotocore.session import get_session  # type: ignore[import-untyped]
-    from botocore.loaders import Loader  # type: ignore[import-untyped]
-
-    class LeanLoader(Loader):  # type: ignore[misc]  # untyped base
-        def load_data_with_path(self, name: str) -> tuple[Any, str]:
-            data, path = super().load_data_with_path(name)
-            if name == "endpoints":
-                # The legacy endpoint table of every AWS service: 7 MB of dicts, held as
-                # long as the session, of which these clients (and the credential
-                # chain's STS) read three entries. A service left out resolves as any
-                # service missing from it does, by the partition's defaults.
-                for partition in data.get("partitions", []):
-                    services = partition.get("services", {})
-                    partition["services"] = {k: v for k, v in services.items() if k in _SERVICES}
-            return data, path
-
-    session = get_session()
-    session.register_component("data_loader", LeanLoader())
-    return session
-
-
-_SERVICES = frozenset({"s3", "bedrock", "sts"})
-
-
-@functools.cache
-def _http_session_class() -> type:
-    """aiobotocore's HTTP session without aiohttp's silent retry of a dropped connection
-    (see ``gateway.upstream.without_silent_retries``): one botocore attempt is one."""
-    from aiobotocore.httpsession import AIOHTTPSession  # type: ignore[import-untyped]
-
-    class OneTryHTTPSession(AIOHTTPSession):  # type: ignore[misc]  # untyped base
-        async def _get_session(self, proxy_url: Any) -> Any:
-            session = await super()._get_session(proxy_url)
-            without_silent_retries(session)
-            return session
-
-        async def send(self, request: Any) -> Any:
-            body = request.body
-            if type(body) is io.BytesIO and body.tell() == 0:
-                # botocore wraps a part's bytes in a BytesIO, which aiohttp copies whole
-                # (getbuffer()) before sending: a second copy of every part in flight.
-                # The bytes themselves go out as they are (getvalue() shares them).
-                request.body = body.getvalue()
-            return await super().send(request)
-
-    # Every connection held to the gateway's egress policy (gateway.egress).
-    return aiobotocore_session_class(OneTryHTTPSession)
 
 
 def aws_failure(exc: BaseException) -> Failure | None:

@@ -25,14 +25,12 @@ from typing import Any, TypeVar, cast
 
 import aiohttp
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
-from aiobotocore.httpsession import AIOHTTPSession  # type: ignore[import-untyped]
-from aiobotocore.session import get_session  # type: ignore[import-untyped]
 from botocore import exceptions as boto  # type: ignore[import-untyped]
 
-from gateway.egress import aiobotocore_session_class
 from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError, UpstreamTimeout
 from gateway.stores import cleanup_shielded
 from gateway.stores import s3 as stores_s3
+from gateway.stores.aws import aws_session, one_try_http_session_class
 from gateway.streams import rechunk
 from gateway.upstream import redact
 from gateway_portkey.settings import ManagedSettings
@@ -98,7 +96,7 @@ class S3Store:
             read_timeout=120,
             retries={"mode": "standard", "max_attempts": 3},
             # Every connection held to the gateway's egress policy (gateway.egress).
-            http_session_cls=aiobotocore_session_class(AIOHTTPSession),
+            http_session_cls=one_try_http_session_class(),
             # S3-compatible endpoints (MinIO, moto) serve buckets by path, not host name.
             s3={"addressing_style": "path" if self._endpoint_url else "auto"},
             # Checksums on every part are not understood by every S3-compatible store;
@@ -106,7 +104,7 @@ class S3Store:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        return get_session().create_client(
+        return aws_session().create_client(
             "s3",
             region_name=self._region,
             endpoint_url=self._endpoint_url,
