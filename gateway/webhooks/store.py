@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     PRIMARY KEY (event_id, endpoint_id)
 );
 CREATE INDEX IF NOT EXISTS webhook_deliveries_due ON webhook_deliveries (state, next_at);
+-- Deleting an endpoint deletes its deliveries: without this, a scan of them all.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id);
 """
 
 END_EVENTS = {
