@@ -28,7 +28,7 @@ from gateway.pool import ProviderPool
 from gateway.registry import Registry
 from gateway.resolver import GuardedResolver
 from gateway.routing import RoutingCache
-from gateway.upstream import without_silent_retries
+from gateway.upstream import refusing_redirects, without_silent_retries
 from gateway.webhooks import api as webhooks_api
 from gateway.webhooks.sealing import Sealer
 from gateway.webhooks.service import WEBHOOKS, Webhooks
@@ -80,7 +80,9 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     # Providers' JSON calls go through the lean client (aiohttp's costs more per call than
     # the rest of the gateway); it resolves names through the same guarded resolver.
     app[keys.HTTP1] = Http1Pool(resolver=resolver, egress=policy)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, trace_configs=[refusing_redirects()]
+    ) as http:
         without_silent_retries(http)
         app[keys.HTTP] = http
         app[keys.POOL] = ProviderPool(http)

@@ -329,6 +329,23 @@ def redirect_refused(provider: str, status: int) -> UpstreamError:
     )
 
 
+def refusing_redirects() -> aiohttp.TraceConfig:
+    """For every ``aiohttp.ClientSession`` the gateway makes: a redirect is refused even by
+    a caller that left aiohttp's ``allow_redirects=True`` (gcloud-aio's token and metadata
+    calls do), instead of each caller having to remember. ``send``'s own calls pass
+    ``allow_redirects=False`` and never reach it."""
+
+    async def refuse(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestRedirectParams
+    ) -> None:
+        raise redirect_refused(params.url.host or "an upstream", params.response.status)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(refuse)
+    trace.freeze()
+    return trace
+
+
 def connection_failure(exc: BaseException) -> Failure | None:
     """A lost or refused connection (worth another try); None for anything else.
 

@@ -25,6 +25,7 @@ from gateway.egress import EgressRefused
 from gateway.errors import BadRequest
 from gateway.metrics import Histogram
 from gateway.resolver import resolve_name
+from gateway.upstream import refusing_redirects
 from gateway.webhooks import configured, delivery, watcher
 from gateway.webhooks.sealing import Sealer, SealKeyMissing
 from gateway.webhooks.store import EndpointRow, Store
@@ -95,6 +96,7 @@ class Webhooks:
             self._session = aiohttp.ClientSession(
                 connector=egress.GuardedConnector(egress=self.policy, force_close=True),
                 timeout=aiohttp.ClientTimeout(total=self.settings.delivery_timeout),
+                trace_configs=[refusing_redirects()],
             )
         return self._session
 

@@ -15,6 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway import keys
+from gateway.app import make_app
+from gateway.config import parse_config
+from gateway.errors import GatewayError
+from gateway.registry import Registry
 from tests.conftest import TRAINING_JSONL
 from tests.security.conftest import KEY_A, SECRET_A, SECRET_B, Gateway, Recorder, call
 
@@ -75,4 +80,25 @@ async def test_an_upstream_redirect_is_a_502_and_its_target_is_never_called(
         error = body["error"]
         assert isinstance(error, dict) and error["code"] == "upstream_redirect", error
         assert "127.0.0.2" not in str(error["message"])
+    assert internal.hits == [], "a redirect was followed to the internal service"
+
+
+async def test_a_library_call_that_would_follow_a_redirect_is_refused_by_the_session(
+    registry: Registry, internal: Recorder, redirecting: list[int]
+) -> None:
+    """Libraries that call through the gateway's shared session (gcloud-aio's token and
+    Cloud Storage metadata calls) leave aiohttp's ``allow_redirects=True``: the session
+    itself refuses to follow, so no caller has to remember."""
+    # Both the redirecting host and the internal one allowed: only the redirect refusal
+    # stands between them, and the egress check cannot hide its absence.
+    config = parse_config({"egress": {"allow_networks": ["127.0.0.0/8"]}}, registry, {})
+    server = TestServer(make_app(config, registry))
+    await server.start_server()
+    try:
+        http: aiohttp.ClientSession = server.app[keys.HTTP]
+        with pytest.raises(GatewayError) as refused:
+            await http.post(f"http://127.0.0.1:{redirecting[1]}/token", data=b"assertion")
+        assert refused.value.code == "upstream_redirect"
+    finally:
+        await server.close()
     assert internal.hits == [], "a redirect was followed to the internal service"

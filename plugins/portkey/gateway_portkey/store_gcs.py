@@ -23,7 +23,7 @@ from gateway import egress
 from gateway.errors import GatewayError, InternalError, NotFound, UpstreamError
 from gateway.stores import gcs
 from gateway.stores.google_auth import STORAGE_READ_WRITE, GoogleToken, KeyUnusable, TokenRefused
-from gateway.upstream import redact
+from gateway.upstream import redact, refusing_redirects
 from gateway_portkey.settings import ManagedSettings
 from gateway_portkey.store import READ_CHUNK, bucket_and_prefix, check_key
 
@@ -72,7 +72,11 @@ class GcsStore:
         if self._store is None:  # made here, inside the running loop
             if self._http is None:
                 # Held to the gateway's egress policy, as core's shared session is.
-                self._http = aiohttp.ClientSession(timeout=TIMEOUT, connector=egress.connector())
+                self._http = aiohttp.ClientSession(
+                    timeout=TIMEOUT,
+                    connector=egress.connector(),
+                    trace_configs=[refusing_redirects()],
+                )
             self._store = gcs.Bucket(
                 self._http, self.bucket, root=self.root, headers=self._headers,
                 error=self._error, service=SERVICE, timeout=TIMEOUT,
