@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 import aiohttp
 import msgspec
 
-from gateway.errors import BadRequest, NotSupported
+from gateway.errors import BadRequest, NotSupported, Unauthorized
 from gateway.fields import Url
 from gateway.models import (
     Checkpoint,
@@ -57,6 +57,26 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         ``postgresql://`` DSN), if it keeps any: the webhooks' records default to the
         same one (managed mode's, so one database serves both, as replicas need)."""
         return None
+
+
+def bearer_token(headers: Mapping[str, str]) -> str:
+    """The token of an ``Authorization: Bearer ...`` header; "" when there is none."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def bearer_key(headers: Mapping[str, str], service: str) -> str:
+    """A provider's API key from ``Authorization: Bearer``, for ``settings_from_headers``
+    (core has already removed the header when it carried the gateway's own key); a 401
+    saying how to send one when there is none."""
+    token = bearer_token(headers)
+    if not token:
+        raise Unauthorized(
+            f"No {service} API key in the request: send 'Authorization: Bearer <{service} "
+            "key>' or use a virtual key",
+            code="missing_provider_credentials",
+        )
+    return token
 
 
 @dataclass(frozen=True, slots=True)

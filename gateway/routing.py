@@ -29,7 +29,7 @@ from gateway.destinations import check_bound, invalid_url, keeps_config_secrets,
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.fields import bad_destination_field, field_defaults, fields_of_kind, kinds
 from gateway.json_depth import decode_bounded
-from gateway.provider import Provider, ProviderSettings
+from gateway.provider import Provider, ProviderSettings, bearer_token
 from gateway.registry import Registry
 from gateway.resolver import check_resolved_name
 from gateway.retry import INLINE_POLICY_KEYS, CallPolicy, inline_overlay
@@ -61,7 +61,7 @@ def authenticate(headers: Mapping[str, str], config: Config) -> GatewayKey | Non
     """The caller's gateway key; None where the config has none (an open gateway)."""
     if not config.gateway_keys:
         return None
-    candidates = [headers.get("x-portkey-api-key", ""), _bearer(headers)]
+    candidates = [headers.get("x-portkey-api-key", ""), bearer_token(headers)]
     for candidate in candidates:
         key = _match_gateway_key(candidate, config)
         if key is not None:
@@ -572,12 +572,6 @@ def _header_credentials_refused(header: str) -> Forbidden:
     )
 
 
-def _bearer(headers: Mapping[str, str]) -> str:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
 def _match_gateway_key(candidate: str, config: Config) -> GatewayKey | None:
     """Compare against every key in constant time, so timing tells nothing."""
     found: GatewayKey | None = None
@@ -591,7 +585,7 @@ def _match_gateway_key(candidate: str, config: Config) -> GatewayKey | None:
 def _without_gateway_credentials(headers: Mapping[str, str], config: Config) -> Mapping[str, str]:
     """The headers a provider may read: the gateway's own key is never a provider's."""
     hidden = {"x-portkey-api-key"}
-    if _match_gateway_key(_bearer(headers), config) is not None:
+    if _match_gateway_key(bearer_token(headers), config) is not None:
         hidden.add("authorization")
     return _Without(headers, frozenset(hidden))
 

@@ -25,7 +25,7 @@ from msgspec import Meta
 
 from gateway.errors import BadRequest, Unauthorized
 from gateway.fields import HOST, Secret
-from gateway.provider import ProviderSettings
+from gateway.provider import ProviderSettings, bearer_token
 
 V1_VERSIONS = frozenset({"v1", "preview", "latest"})
 
@@ -93,7 +93,7 @@ def settings_from_headers(headers: Mapping[str, str]) -> AzureSettings:
             fields[name] = value
     if (token := fields.get("ad_token", "")).lower().startswith("bearer "):
         fields["ad_token"] = token[len("bearer ") :].strip()  # sent as a header value
-    if key := _bearer(headers) or headers.get("api-key", "").strip():
+    if key := bearer_token(headers) or headers.get("api-key", "").strip():
         if _JWT.fullmatch(key) and "ad_token" not in fields:
             # An Entra ID token (the OpenAI SDK sends a token provider's token this way):
             # Azure refuses it in "api-key"; it must go as a bearer token.
@@ -110,11 +110,6 @@ def settings_from_headers(headers: Mapping[str, str]) -> AzureSettings:
         return msgspec.convert(fields, AzureSettings)
     except msgspec.ValidationError as exc:
         raise _header_error(exc) from None
-
-
-def _bearer(headers: Mapping[str, str]) -> str:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _header_error(exc: msgspec.ValidationError) -> BadRequest:

@@ -13,9 +13,9 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from gateway.errors import BadRequest, Unauthorized
+from gateway.errors import BadRequest
 from gateway.fields import Secret, Url
-from gateway.provider import ProviderSettings
+from gateway.provider import ProviderSettings, bearer_key
 
 DEFAULT_BASE_URL = "https://api.fireworks.ai"
 ACCOUNT_HEADER = "x-portkey-fireworks-account-id"
@@ -35,14 +35,7 @@ def settings_from_headers(headers: Mapping[str, str]) -> FireworksSettings:
 
     Core has already removed ``Authorization`` when it carried the gateway's own key.
     """
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    key = token.strip() if scheme.lower() == "bearer" else ""
-    if not key:
-        raise Unauthorized(
-            "No Fireworks API key in the request: send 'Authorization: Bearer <Fireworks "
-            "key>' or use a virtual key",
-            code="missing_provider_credentials",
-        )
+    key = bearer_key(headers, "Fireworks")
     account = headers.get(ACCOUNT_HEADER, "").strip()
     if not account:
         raise BadRequest(

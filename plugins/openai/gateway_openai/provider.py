@@ -14,7 +14,6 @@ from typing import Any, ClassVar
 import aiohttp
 import msgspec
 
-from gateway.errors import Unauthorized
 from gateway.fields import Secret, Url
 from gateway.models import GATEWAY_ONLY_JOB_FIELDS
 from gateway.paging import openai_list_params
@@ -25,6 +24,7 @@ from gateway.provider import (
     PageQuery,
     Provider,
     ProviderSettings,
+    bearer_key,
 )
 from gateway.upstream import UpstreamResponse, call_json, download, raise_for_openai_status
 
@@ -47,15 +47,8 @@ class OpenAIProvider(Provider):
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> OpenAISettings:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                "No OpenAI API key in the request: send 'Authorization: Bearer <OpenAI key>' "
-                "or use a virtual key",
-                code="missing_provider_credentials",
-            )
         return OpenAISettings(
-            api_key=token.strip(),
+            api_key=bearer_key(headers, "OpenAI"),
             organization=headers.get("openai-organization")
             or headers.get("x-portkey-openai-organization"),
             project=headers.get("openai-project") or headers.get("x-portkey-openai-project"),

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from gateway.answers import decode_answer
-from gateway.errors import BadRequest, Unauthorized, UpstreamError
+from gateway.errors import BadRequest, UpstreamError
 from gateway.fields import Secret, Url
 from gateway.jsonl import converted
 from gateway.models import Checkpoint, FileDeleted, FileObject, FineTuningJob, JobEvent, Page
@@ -32,6 +32,7 @@ from gateway.provider import (
     PageQuery,
     Provider,
     ProviderSettings,
+    bearer_key,
 )
 from gateway.step_metrics import EventLog, MetricsBlock, StepMetrics
 from gateway.upstream import UpstreamResponse, call_json, download, raise_for_openai_status, send
@@ -57,14 +58,7 @@ class TogetherProvider(Provider):
 
     @classmethod
     def settings_from_headers(cls, headers: Mapping[str, str]) -> TogetherSettings:
-        scheme, _, token = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized(
-                "No Together AI API key in the request: send 'Authorization: Bearer "
-                "<Together key>' or use a virtual key",
-                code="missing_provider_credentials",
-            )
-        return TogetherSettings(api_key=token.strip())
+        return TogetherSettings(api_key=bearer_key(headers, "Together AI"))
 
     # ---- plumbing ------------------------------------------------------------------
     def _url(self, path: str) -> str:
